@@ -1,0 +1,39 @@
+"""Paths that may be local or any fsspec URI (s3://, gs://, memory://, file://)."""
+
+from __future__ import annotations
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([str(base).rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = fsspec.core.url_to_fs(str(uri))
+    return fs.cat_file(path)
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write atomically where the filesystem allows (local: temp file + rename)."""
+    fs, path = fsspec.core.url_to_fs(str(uri))
+    parent = path.rsplit("/", 1)[0] if "/" in path else ""
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    if isinstance(fs, LocalFileSystem):
+        tmp = f"{path}.tmp"
+        fs.pipe_file(tmp, data)
+        fs.mv(tmp, path)
+    else:
+        fs.pipe_file(path, data)  # object stores: a single PUT is already atomic
+
+
+def exists(uri: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(str(uri))
+    return fs.exists(path)
+
+
+def isdir(uri: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(str(uri))
+    return fs.isdir(path)

@@ -1,0 +1,76 @@
+"""``fiqa info``: versions, devices and the model presets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from importlib import metadata
+
+PACKAGES = ("fiqa", "torch", "torchvision", "timm", "ray", "pyarrow", "numpy", "pillow")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fiqa info", description=__doc__)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--cost", action="store_true", help="also count parameters and GMACs per preset (slower)"
+    )
+    return parser
+
+
+def collect(with_cost: bool = False) -> dict:
+    import torch
+
+    from fiqa_core import get_preset, list_presets, model_cost
+
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    devices = ["cpu"] + [
+        f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())
+    ]
+    presets = []
+    for name in list_presets():
+        p = get_preset(name)
+        entry = {
+            "name": name,
+            "role": p.role,
+            "image_size": p.image_size,
+            "mean": list(p.mean),
+            "std": list(p.std),
+            "selection_metric": p.selection_metric,
+            "description": p.description,
+        }
+        if with_cost:
+            cost = model_cost(name)
+            entry.update(params=cost.params, gmacs=round(cost.gmacs, 4))
+        presets.append(entry)
+    return {"versions": versions, "devices": devices, "presets": presets}
+
+
+def main(args: argparse.Namespace) -> int:
+    info = collect(with_cost=args.cost)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(
+        "versions: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in info["versions"].items())
+    )
+    print("devices:  " + "; ".join(info["devices"]))
+    print("presets:")
+    for p in info["presets"]:
+        cost = f", {p['params']:,} params, {p['gmacs']} GMACs" if "params" in p else ""
+        print(
+            f"  {p['name']:<22} {p['role']:<8} {p['image_size']} px, mean {p['mean']}, "
+            f"std {p['std']}, best by {p['selection_metric']}{cost}"
+        )
+        print(f"  {'':<22} {p['description']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(get_args_parser().parse_args()))
