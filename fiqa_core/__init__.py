@@ -1,44 +1,48 @@
-"""fiqa_core: face image quality models, preprocessing, metrics and scoring. Never imports Ray."""
+"""fiqa_core: face image quality models, preprocessing, metrics and scoring. Never imports Ray.
 
-from .calibration import Calibration, fit_logistic
-from .checkpoint import (
-    CheckpointConfig,
-    load_checkpoint,
-    read_checkpoint_config,
-    save_checkpoint,
-)
-from .cost import ModelCost, model_cost
-from .images import Decoded, decode_image, normalize_batch, prepare_image
-from .losses import plcc_loss, quality_loss
-from .metrics import evaluate
-from .models import Preprocessing, create_model
-from .presets import Preset, get_preset, list_presets
-from .scorer import Scorer
-from .weights import WeightsMismatchError, load_weights, read_state_dict
+Names are imported lazily, so a Ray Data CPU stage that needs only ``fiqa_core.images``
+(numpy + PIL) does not pay for importing torch and timm in every fresh worker process.
+"""
 
-__all__ = [
-    "Calibration",
-    "CheckpointConfig",
-    "Decoded",
-    "ModelCost",
-    "Preprocessing",
-    "Preset",
-    "Scorer",
-    "WeightsMismatchError",
-    "create_model",
-    "decode_image",
-    "evaluate",
-    "fit_logistic",
-    "get_preset",
-    "list_presets",
-    "load_checkpoint",
-    "load_weights",
-    "model_cost",
-    "normalize_batch",
-    "plcc_loss",
-    "prepare_image",
-    "quality_loss",
-    "read_checkpoint_config",
-    "read_state_dict",
-    "save_checkpoint",
-]
+import importlib
+
+_EXPORTS = {
+    "Calibration": "calibration",
+    "fit_logistic": "calibration",
+    "CheckpointConfig": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "read_checkpoint_config": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "ModelCost": "cost",
+    "model_cost": "cost",
+    "Decoded": "images",
+    "decode_image": "images",
+    "normalize_batch": "images",
+    "prepare_image": "images",
+    "plcc_loss": "losses",
+    "quality_loss": "losses",
+    "evaluate": "metrics",
+    "Preprocessing": "models",
+    "create_model": "models",
+    "Preset": "presets",
+    "get_preset": "presets",
+    "list_presets": "presets",
+    "Scorer": "scorer",
+    "WeightsMismatchError": "weights",
+    "load_weights": "weights",
+    "read_state_dict": "weights",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fiqa_core' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

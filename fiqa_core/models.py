@@ -13,7 +13,7 @@ import torch
 import torchvision
 from torch import nn
 
-from .presets import Preset, get_preset, register_preset
+from .presets import Preset, get_preset
 
 
 @dataclass(frozen=True)
@@ -93,28 +93,6 @@ def _pretrained_guard(what: str, build):
             "Offline? Put the file in the library's cache (TORCH_HOME for torchvision, "
             "HF_HOME for timm), or build with pretrained=False and pass weights=<path or URI>."
         ) from e
-
-
-register_preset(
-    Preset(
-        name="student-edgenext-xxs",
-        builder=lambda pretrained: EdgeNeXtQuality(pretrained),
-        image_size=352,
-        selection_metric="challenge",
-        role="student",
-        description="EdgeNeXt-XXS student, 1.18 M params, 0.49 GMACs at 352 px",
-    )
-)
-register_preset(
-    Preset(
-        name="teacher-swin-b",
-        builder=lambda pretrained: SwinQuality(pretrained),
-        image_size=448,
-        selection_metric="srcc",
-        role="teacher",
-        description="Swin-B teacher, 86.9 M params, 61.9 GMACs at 448 px",
-    )
-)
 
 
 def create_model(

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,7 +33,7 @@ class Preset:
     """
 
     name: str
-    builder: Callable[[bool], nn.Module] = field(repr=False)
+    builder: Callable[[bool], nn.Module] = field(repr=False)  # noqa: F821
     image_size: int
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -61,3 +63,37 @@ def get_preset(name: str) -> Preset:
         raise ValueError(
             f"unknown preset {name!r} (known presets: {', '.join(list_presets())})"
         ) from None
+
+
+def _student(pretrained: bool) -> nn.Module:
+    from .models import EdgeNeXtQuality  # torch and timm load only when a model is built
+
+    return EdgeNeXtQuality(pretrained)
+
+
+def _teacher(pretrained: bool) -> nn.Module:
+    from .models import SwinQuality
+
+    return SwinQuality(pretrained)
+
+
+register_preset(
+    Preset(
+        name="student-edgenext-xxs",
+        builder=_student,
+        image_size=352,
+        selection_metric="challenge",
+        role="student",
+        description="EdgeNeXt-XXS student, 1.18 M params, 0.49 GMACs at 352 px",
+    )
+)
+register_preset(
+    Preset(
+        name="teacher-swin-b",
+        builder=_teacher,
+        image_size=448,
+        selection_metric="srcc",
+        role="teacher",
+        description="Swin-B teacher, 86.9 M params, 61.9 GMACs at 448 px",
+    )
+)

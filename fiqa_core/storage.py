@@ -37,3 +37,29 @@ def exists(uri: str) -> bool:
 def isdir(uri: str) -> bool:
     fs, path = fsspec.core.url_to_fs(str(uri))
     return fs.isdir(path)
+
+
+def read_bytes_retrying(
+    uri: str, attempts: int = 3, backoff_s: float = 0.5
+) -> tuple[bytes | None, str, str | None]:
+    """Read a whole object, retrying transient errors; never raises.
+
+    Returns:
+        ``(data, "ok", None)``, or ``(None, status, reason)`` with status ``missing`` (no such
+        object: not retried) or ``read_error`` (still failing after ``attempts`` tries).
+    """
+    import time
+
+    error = None
+    for attempt in range(attempts):
+        try:
+            return read_bytes(uri), "ok", None
+        except FileNotFoundError:
+            return None, "missing", "no such file or object"
+        except IsADirectoryError:
+            return None, "missing", "is a directory, not a file"
+        except Exception as e:  # network, throttling, permissions: worth another try
+            error = f"{type(e).__name__}: {e}"
+            if attempt + 1 < attempts:
+                time.sleep(backoff_s * 2**attempt)
+    return None, "read_error", f"after {attempts} attempts: {error}"

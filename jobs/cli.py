@@ -13,6 +13,7 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS = {
     "info": ("jobs.info", "print versions, devices and model presets"),
+    "train": ("jobs.train", "train a teacher or student preset with Ray Train"),
 }
 
 

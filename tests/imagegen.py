@@ -116,3 +116,36 @@ def zoo(photo: np.ndarray) -> dict[str, tuple[bytes, str]]:
         "header_only_jpeg": (good_jpeg[:200], "truncated"),
         "bomb_png": (png_bomb(), "too_large"),
     }
+
+
+def brightness_label(factor: float) -> float:
+    """The known label of a generated image: linear in its brightness factor (1..5)."""
+    return 1.0 + 4.0 * factor
+
+
+def write_labeled_set(
+    folder, n: int, seed: int = 0, size: tuple[int, int] = (80, 96), fmt: str = "JPEG"
+) -> list[tuple[str, float]]:
+    """Write ``n`` images whose label is a known function of content (brightness).
+
+    Each image is a random crop of a real photograph, scaled by a brightness factor in
+    [0.15, 1]; returns (file name, label) pairs.
+    """
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    photos = real_photos()
+    rows = []
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        h, w = size
+        top = int(rng.integers(0, photo.shape[0] - h))
+        left = int(rng.integers(0, photo.shape[1] - w))
+        factor = float(rng.uniform(0.15, 1.0))
+        img = (photo[top : top + h, left : left + w].astype(np.float32) * factor).astype(np.uint8)
+        name = f"img_{i:04d}.{'jpg' if fmt == 'JPEG' else fmt.lower()}"
+        (folder / name).write_bytes(encode(img, fmt, **({"quality": 92} if fmt == "JPEG" else {})))
+        rows.append((name, brightness_label(factor)))
+    return rows

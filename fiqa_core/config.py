@@ -1,0 +1,123 @@
+"""Configuration as data: dataclass defaults, then a YAML file, then ``key=value`` overrides.
+
+The resolved config is frozen before use and written beside a job's outputs, so every
+run can be reproduced from that file alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from typing import Any, TypeVar
+
+import yaml
+
+from . import storage
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+
+def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(name, value, inner[0], source) if len(inner) == 1 else value
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {name} must be a list, got {value!r}")
+        return [_coerce(name, v, args[0], source) for v in value] if args else list(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{source}: {name} must be true or false, got {value!r}")
+    if hint in (int, float):
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {name} must be a number, got {value!r}")
+        if hint is int and float(value) != int(value):
+            raise ConfigError(f"{source}: {name} must be a whole number, got {value!r}")
+        return hint(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{source}: {name} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _apply(cls: type[C], values: dict, base: dict, source: str) -> dict:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    out = dict(base)
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(
+                f"{source}: unknown setting {key!r} (known: {', '.join(sorted(known))})"
+            )
+        out[key] = _coerce(key, value, hints[key], source)
+    return out
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["epochs=3", "lr=1e-3", "pseudo_labels=[a, b]"]`` -> typed values (YAML scalars)."""
+    values = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    return values
+
+
+def resolve_config(cls: type[C], path: str | None = None, overrides: list[str] = ()) -> C:
+    """Build a frozen ``cls`` from its defaults, an optional YAML file, then overrides."""
+    values = {
+        f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+        for f in dataclasses.fields(cls)
+    }
+    if path:
+        if not storage.exists(path):
+            raise ConfigError(f"{path}: config file not found")
+        loaded = yaml.safe_load(storage.read_bytes(path)) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"{path}: expected a mapping of settings, got {type(loaded).__name__}"
+            )
+        values = _apply(cls, loaded, values, path)
+    values = _apply(cls, parse_overrides(list(overrides)), values, "command line")
+    missing = [k for k, v in values.items() if v is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(
+            f"missing required setting(s): {', '.join(missing)} "
+            f"(set them in the YAML file or as {missing[0]}=... on the command line)"
+        )
+    return cls(**values)
+
+
+def config_to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def config_hash(config, exclude: tuple[str, ...] = ()) -> str:
+    """Stable hash of the settings that determine a result (``exclude`` the operational ones)."""
+    d = {k: v for k, v in config_to_dict(config).items() if k not in exclude}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def save_config(config, uri: str) -> None:
+    storage.write_bytes(uri, yaml.safe_dump(config_to_dict(config), sort_keys=False).encode())

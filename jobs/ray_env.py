@@ -1,0 +1,32 @@
+"""Connecting to Ray: a cluster when one is named, else an embedded local Ray."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+log = logging.getLogger("fiqa")
+
+
+def init_ray(address: str | None = None, min_cpus: float = 0) -> None:
+    """Join ``address`` (or ``RAY_ADDRESS``), or start a local Ray.
+
+    A local Ray is given at least ``min_cpus`` logical CPUs (and 4): training workers each
+    hold a CPU for the whole run, and Ray Data's read and decode tasks need CPUs beside
+    them, or they wait forever on a 2-core machine.
+    """
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return
+    cpus = max(os.cpu_count() or 1, int(min_cpus + 0.999) + 2, 4)
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
+    log.info("started a local Ray with %d logical CPUs", cpus)
+
+
+def cluster_has_gpus() -> bool:
+    return ray.cluster_resources().get("GPU", 0) > 0
