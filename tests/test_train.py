@@ -85,17 +85,6 @@ def test_yaml_then_overrides(tmp_path):
 # -- real training on a local Ray ------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from jobs.ray_env import init_ray
-
-    init_ray(None, min_cpus=2)
-    yield
-    ray.shutdown()
-
-
 def test_no_readable_images_is_a_clear_error(tmp_path, ray_local):
     pd.DataFrame({"path": [f"missing_{i}.jpg" for i in range(10)], "score": range(10)}).to_csv(
         tmp_path / "labels.csv", index=False
