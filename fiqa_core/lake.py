@@ -87,7 +87,7 @@ def list_top(uri: str) -> tuple[list[dict], list[str]]:
         name = info["name"]
         if info.get("type") == "directory":
             dirs.append(name)
-        elif pattern is None or fnmatch.fnmatch(name, pattern):
+        elif _matches(name, pattern):
             files.append(_row(fs, info, uri))
     return files, dirs
 
@@ -96,8 +96,15 @@ def list_under(uri_like: str, directory: str) -> Iterator[dict]:
     """Every file below ``directory`` (recursive), as rows with path and facts."""
     fs, _, pattern = split_root(uri_like)
     for name, info in sorted(fs.find(directory, detail=True).items()):
-        if pattern is None or fnmatch.fnmatch(name, pattern):
+        if _matches(name, pattern):
             yield _row(fs, info, uri_like)
+
+
+def _matches(name: str, pattern: str | None) -> bool:
+    """Glob match where ``**/`` also matches no folder at all, as in fsspec and pathlib."""
+    if pattern is None:
+        return True
+    return fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(name, pattern.replace("/**/", "/"))
 
 
 def _row(fs, info: dict, like: str) -> dict:

@@ -157,6 +157,7 @@ def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
     use_gpu = cluster_has_gpus() if cfg.use_gpu is None else cfg.use_gpu
     listing, n_files = list_images(cfg)
     images = listing.count()
+    print(f"fiqa: listed {n_files} files, {images} images ({time.time() - t0:.0f} s)", flush=True)
     previous = previous_partition(cfg, out) if nightly else None
     prev_buckets = _buckets_of(previous)
     if previous and prev_buckets != cfg.buckets:
@@ -165,15 +166,20 @@ def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
         )
         previous = None
     run_stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    planned = (
-        listing.groupby("bucket")
-        .map_groups(
-            plan_bucket,
-            fn_kwargs={"done": out, "previous": previous, "model_id": model.id},
-            batch_format="pandas",
+    if previous is None and not storage.exists(out):
+        # a first run into an empty output: nothing to skip or carry, so no shuffle by bucket
+        planned = listing.map_batches(_plan_all, batch_format="pandas")
+    else:
+        planned = (
+            listing.groupby("bucket")
+            .map_groups(
+                plan_bucket,
+                fn_kwargs={"done": out, "previous": previous, "model_id": model.id},
+                batch_format="pandas",
+            )
+            .materialize()
         )
-        .materialize()
-    )
+    print(f"fiqa: planned what to score and reuse ({time.time() - t0:.0f} s)", flush=True)
     to_score = planned.filter(expr=_col("action") == "score")
     reused = planned.filter(expr=_col("action") == "reuse").map_batches(
         _finish_reused, batch_format="pandas"
@@ -388,6 +394,10 @@ def plan_bucket(group: pd.DataFrame, done: str, previous: str | None, model_id: 
     return _arrow(plan, PLAN_SCHEMA)
 
 
+def _plan_all(batch: pd.DataFrame) -> pa.Table:
+    return _arrow(batch.assign(action="score"), PLAN_SCHEMA)
+
+
 def _finish_reused(batch: pd.DataFrame) -> pa.Table:
     return _arrow(batch.assign(reused=True), OUTPUT_SCHEMA)
 
@@ -458,8 +468,14 @@ class ScoreActor:
         fail_after: int | None = None,
         fault_marker: str | None = None,
     ):
+        import torch
+
         from fiqa_core import Scorer
 
+        if device == "cpu":
+            # Ray pins OMP/torch threads to the actor's num_cpus (1): on a CPU node the model
+            # is the wall, so let it use every core; decode tasks time-share with it
+            torch.set_num_threads(os.cpu_count() or 1)
         self.scorer = Scorer.from_checkpoint(checkpoint, device=device, batch_size=batch_size)
         self.scored_at = scored_at
         self.fail_after, self.fault_marker, self.batches = fail_after, fault_marker, 0
