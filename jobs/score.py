@@ -38,6 +38,7 @@ from fiqa_core.lake import bucket_of, is_image_path, list_top, list_under
 
 log = logging.getLogger("fiqa.score")
 MARKER = "_SUCCESS"
+FAULT_MARKER = "_fault_injected"  # written by fail_after_batches, removed on success
 
 OUTPUT_SCHEMA = pa.schema(
     [
@@ -133,8 +134,6 @@ def previous_partition(cfg: ScoreConfig, current: str) -> str | None:
 
 def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
     """Score every image under ``cfg.input``; returns the ``_SUCCESS`` summary."""
-    import ray
-
     from fiqa_core import read_checkpoint_config
     from jobs.ray_env import cluster_has_gpus, init_ray
 
@@ -166,55 +165,13 @@ def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
         )
         previous = None
     run_stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    if previous is None and not storage.exists(out):
-        # a first run into an empty output: nothing to skip or carry, so no shuffle by bucket
-        planned = listing.map_batches(_plan_all, batch_format="pandas")
-    else:
-        planned = (
-            listing.groupby("bucket")
-            .map_groups(
-                plan_bucket,
-                fn_kwargs={"done": out, "previous": previous, "model_id": model.id},
-                batch_format="pandas",
-            )
-            .materialize()
-        )
+    planned = plan(listing, out, previous, model.id)
     print(f"fiqa: planned what to score and reuse ({time.time() - t0:.0f} s)", flush=True)
     to_score = planned.filter(expr=_col("action") == "score")
     reused = planned.filter(expr=_col("action") == "reuse").map_batches(
         _finish_reused, batch_format="pandas"
     )
-    n_gpus = int(ray.cluster_resources().get("GPU", 0)) if use_gpu else 0
-    pool = cfg.scorers or max(1, n_gpus)
-    scored = to_score.map_batches(
-        decode_batch,
-        fn_kwargs={
-            "size": model.preprocessing.size,
-            "draft": cfg.draft,
-            "max_pixels": cfg.max_pixels,
-            "threads": cfg.read_threads,
-        },
-        batch_size=cfg.decode_batch_size,
-        batch_format="pandas",
-        # a remote-args function keeps Ray from fusing decoding into the scoring actors,
-        # where it would run one batch at a time instead of on every CPU
-        ray_remote_args_fn=lambda: {"num_cpus": 1},
-    ).map_batches(
-        ScoreActor,
-        fn_constructor_kwargs={
-            "checkpoint": cfg.model,
-            "device": "cuda" if use_gpu else "cpu",
-            "batch_size": cfg.batch_size,
-            "scored_at": run_stamp,
-            "fail_after": cfg.fail_after_batches,
-            "fault_marker": storage.join(cfg.output, "_fault_injected"),
-        },
-        batch_size=cfg.batch_size,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=pool),
-        num_gpus=1 if use_gpu else 0,
-        num_cpus=cfg.scorer_cpus,
-    )
+    scored = score_stages(to_score, cfg, model.preprocessing.size, use_gpu, run_stamp)
     scored.union(reused).write_parquet(out, partition_cols=["bucket"])
     summary = summarise(out)
     summary.update(
@@ -234,11 +191,10 @@ def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
             "from files that have since changed or gone. Delete it and run again."
         )
     storage.write_bytes(marker, json.dumps(summary, indent=2).encode())
-    if cfg.fail_after_batches is not None and storage.exists(
-        storage.join(cfg.output, "_fault_injected")
-    ):
-        fs, p = fsspec.core.url_to_fs(storage.join(cfg.output, "_fault_injected"))
-        fs.rm(p)
+    fault_marker = storage.join(cfg.output, FAULT_MARKER)
+    if storage.exists(fault_marker):
+        fs, path = fsspec.core.url_to_fs(fault_marker)
+        fs.rm(path)
     print(
         f"Scored {summary['scored']} images and reused {summary['reused']} unchanged ones "
         f"({summary['failed']} could not be scored: {summary['by_status']}) out of "
@@ -247,6 +203,59 @@ def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
         f"{model.id}. Output: {out} (complete: {MARKER} written)."
     )
     return summary
+
+
+def plan(listing, out: str, previous: str | None, model_id: str):
+    """Per image: score, or reuse (nightly, unchanged); rows already in ``out`` drop out."""
+    if previous is None and not storage.exists(out):
+        # a first run into an empty output: nothing to skip or carry, so no shuffle by bucket
+        return listing.map_batches(_plan_all, batch_format="pandas")
+    return (
+        listing.groupby("bucket")
+        .map_groups(
+            plan_bucket,
+            fn_kwargs={"done": out, "previous": previous, "model_id": model_id},
+            batch_format="pandas",
+        )
+        .materialize()
+    )
+
+
+def score_stages(to_score, cfg: ScoreConfig, size: int, use_gpu: bool, run_stamp: str):
+    """CPU decode tasks, then the scoring actor pool (one actor per GPU by default)."""
+    import ray
+
+    n_gpus = int(ray.cluster_resources().get("GPU", 0)) if use_gpu else 0
+    decoded = to_score.map_batches(
+        decode_batch,
+        fn_kwargs={
+            "size": size,
+            "draft": cfg.draft,
+            "max_pixels": cfg.max_pixels,
+            "threads": cfg.read_threads,
+        },
+        batch_size=cfg.decode_batch_size,
+        batch_format="pandas",
+        # a remote-args function keeps Ray from fusing decoding into the scoring actors,
+        # where it would run one batch at a time instead of on every CPU
+        ray_remote_args_fn=lambda: {"num_cpus": 1},
+    )
+    return decoded.map_batches(
+        ScoreActor,
+        fn_constructor_kwargs={
+            "checkpoint": cfg.model,
+            "device": "cuda" if use_gpu else "cpu",
+            "batch_size": cfg.batch_size,
+            "scored_at": run_stamp,
+            "fail_after": cfg.fail_after_batches,
+            "fault_marker": storage.join(cfg.output, FAULT_MARKER),
+        },
+        batch_size=cfg.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=cfg.scorers or max(1, n_gpus)),
+        num_gpus=1 if use_gpu else 0,
+        num_cpus=cfg.scorer_cpus,
+    )
 
 
 def _col(name: str):
