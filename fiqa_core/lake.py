@@ -11,9 +11,13 @@ import datetime as dt
 import fnmatch
 import hashlib
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import fsspec
+
+from . import storage
+from .images import Decoded
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -109,3 +113,22 @@ def _matches(name: str, pattern: str | None) -> bool:
 
 def _row(fs, info: dict, like: str) -> dict:
     return {"path": full_uri(fs, info["name"], like), **facts(info)}
+
+
+def load_images(
+    paths: Sequence[str], decode: Callable[[bytes], Decoded], threads: int = 16
+) -> list[Decoded]:
+    """Read (retrying transient errors) and decode each path; one result per path, in order.
+
+    Reads run in a thread pool, so object-store latency overlaps; PIL releases the GIL while
+    decoding. Unreadable objects become ``missing`` / ``read_error`` results. Never raises.
+    """
+
+    def one(path: str) -> Decoded:
+        data, status, error = storage.read_bytes_retrying(path)
+        return decode(data) if data is not None else Decoded(status, error)
+
+    if threads <= 1 or len(paths) <= 1:
+        return [one(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=min(threads, len(paths))) as pool:
+        return list(pool.map(one, paths))

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import fsspec
@@ -34,7 +33,7 @@ import pyarrow.parquet as pq
 from fiqa_core import storage
 from fiqa_core.config import ConfigError, resolve_config
 from fiqa_core.images import DEFAULT_MAX_PIXELS, prepare_image
-from fiqa_core.lake import bucket_of, is_image_path, list_top, list_under
+from fiqa_core.lake import bucket_of, is_image_path, list_top, list_under, load_images
 
 log = logging.getLogger("fiqa.score")
 MARKER = "_SUCCESS"
@@ -275,7 +274,7 @@ def list_images(cfg: ScoreConfig):
     """
     import ray
 
-    from jobs.train_data import read_parquet
+    from jobs.ray_env import read_parquet
 
     if cfg.input.lower().endswith((".parquet", ".pq")):
         manifest = read_parquet(cfg.input)
@@ -435,20 +434,15 @@ def decode_batch(
     batch: pd.DataFrame, size: int, draft: bool, max_pixels: int, threads: int
 ) -> dict:
     """Read (retrying) + decode + resize + centre-crop each image; one status per row."""
-
-    def one(path: str):
-        data, status, error = storage.read_bytes_retrying(path)
-        if data is None:
-            return status, error, None, None, None
-        d = prepare_image(data, size, max_pixels=max_pixels, draft=draft)
-        return d.status, d.error, d.image, d.width, d.height
-
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(batch)))) as pool:
-        results = list(pool.map(one, batch["path"]))
+    results = load_images(
+        list(batch["path"]),
+        lambda data: prepare_image(data, size, max_pixels=max_pixels, draft=draft),
+        threads,
+    )
     pixels = np.zeros((len(batch), size, size, 3), dtype=np.uint8)
-    for i, r in enumerate(results):
-        if r[2] is not None:
-            pixels[i] = r[2]
+    for i, d in enumerate(results):
+        if d.ok:
+            pixels[i] = d.image
     return {
         "path": batch["path"].to_numpy(dtype=object),
         "size": batch["size"].to_numpy(dtype=object),
@@ -457,10 +451,10 @@ def decode_batch(
         # fall back to pickling; ScoreActor turns it back into null
         "etag": batch["etag"].fillna("").astype(str).to_numpy(),
         "bucket": batch["bucket"].to_numpy(dtype=np.int64),
-        "status": np.array([r[0] for r in results], dtype=object),
-        "error": np.array([r[1] for r in results], dtype=object),
-        "width": np.array([r[3] for r in results], dtype=object),
-        "height": np.array([r[4] for r in results], dtype=object),
+        "status": np.array([d.status for d in results], dtype=object),
+        "error": np.array([d.error for d in results], dtype=object),
+        "width": np.array([d.width for d in results], dtype=object),
+        "height": np.array([d.height for d in results], dtype=object),
         "pixels": pixels,
     }
 
