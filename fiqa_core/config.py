@@ -7,6 +7,7 @@ run can be reproduced from that file alone.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import types
@@ -54,6 +55,8 @@ def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
             raise ConfigError(f"{source}: {name} must be a whole number, got {value!r}")
         return hint(value)
     if hint is str:
+        if isinstance(value, (dt.date, dt.datetime)):  # YAML reads 2026-11-20 as a date
+            return value.isoformat()
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{source}: {name} must be a string, got {value!r}")
         return str(value)

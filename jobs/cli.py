@@ -14,6 +14,8 @@ import sys
 SUBCOMMANDS = {
     "info": ("jobs.info", "print versions, devices and model presets"),
     "train": ("jobs.train", "train a teacher or student preset with Ray Train"),
+    "pseudo-label": ("jobs.pseudo_label", "pseudo-label an image set with a teacher (Ray Data)"),
+    "score": ("jobs.score", "score an image lake nightly, incrementally (Ray Data)"),
 }
 
 

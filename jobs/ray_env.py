@@ -30,3 +30,18 @@ def init_ray(address: str | None = None, min_cpus: float = 0) -> None:
 
 def cluster_has_gpus() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def read_parquet(paths, **kwargs) -> ray.data.Dataset:
+    """``ray.data.read_parquet`` through Ray Data's V1 Parquet datasource.
+
+    On Ray 2.60 the default V2 reader spends ~5 s in its ListFiles stage on every execution
+    (measured: 5.0-7.5 s vs 0.2 s for V1 on a 100-row file); the training datasets are
+    executed once per epoch, so that overhead would be paid 30 times per run.
+    """
+    ctx = ray.data.DataContext.get_current()
+    previous, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
+    try:
+        return ray.data.read_parquet(paths, **kwargs)
+    finally:
+        ctx.use_datasource_v2 = previous

@@ -28,8 +28,6 @@ from fiqa_core.images import DEFAULT_MAX_PIXELS
 from fiqa_core.metrics import evaluate
 from fiqa_core.tables import check_shard_schema, read_labels, split_labels
 
-log = logging.getLogger("fiqa.train")
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -169,6 +167,12 @@ def run(cfg: TrainConfig):
         labels, cfg.pseudo_labels, cache_uri, size, cfg.max_aspect, cfg.max_pixels, cfg.seed
     )
     _check_enough_images(cfg, summary)
+    if summary["ok"] < summary["rows"]:
+        examples = "; ".join(f"{e['path']}: {e['status']}" for e in summary["bad_examples"][:5])
+        print(
+            f"fiqa train: {summary['rows'] - summary['ok']} of {summary['rows']} images cannot "
+            f"be used and are left out ({summary['by_status']}), e.g. {examples}"
+        )
 
     # per-epoch progress is printed by the training loop; Ray Data's bars would bury it
     ray.data.DataContext.get_current().enable_progress_bars = False

@@ -23,7 +23,9 @@ from ray.data.expressions import col
 
 from fiqa_core import storage
 from fiqa_core.images import crop_array, decode_resized
+from fiqa_core.lake import load_images
 from fiqa_core.tables import list_parquet_files
+from jobs.ray_env import read_parquet
 
 log = logging.getLogger("fiqa.train")
 
@@ -31,37 +33,21 @@ CACHE_MARKER = "_SUCCESS"
 
 
 def decode_resize_batch(
-    batch: pd.DataFrame, size: int, max_aspect: float, max_pixels: int
+    batch: pd.DataFrame, size: int, max_aspect: float, max_pixels: int, threads: int = 8
 ) -> pd.DataFrame:
     """Map-batches stage: read bytes, decode, resize short side; one status per row."""
-    pixels, status, error, heights, widths = [], [], [], [], []
-    for path in batch["path"]:
-        data, st, err = storage.read_bytes_retrying(path)
-        image = None
-        if data is not None:
-            d = decode_resized(data, size, max_aspect=max_aspect, max_pixels=max_pixels)
-            st, err, image = d.status, d.error, d.image
-        pixels.append(image.tobytes() if image is not None else b"")
-        heights.append(image.shape[0] if image is not None else 0)
-        widths.append(image.shape[1] if image is not None else 0)
-        status.append(st)
-        error.append(err)
-    return batch.assign(pixels=pixels, height=heights, width=widths, status=status, error=error)
-
-
-def read_parquet(paths, **kwargs) -> ray.data.Dataset:
-    """``ray.data.read_parquet`` through Ray Data's V1 Parquet datasource.
-
-    On Ray 2.60 the default V2 reader spends ~5 s in its ListFiles stage on every execution
-    (measured: 5.0-7.5 s vs 0.2 s for V1 on a 100-row file); the training datasets are
-    executed once per epoch, so that overhead would be paid 30 times per run.
-    """
-    ctx = ray.data.DataContext.get_current()
-    previous, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
-    try:
-        return ray.data.read_parquet(paths, **kwargs)
-    finally:
-        ctx.use_datasource_v2 = previous
+    results = load_images(
+        list(batch["path"]),
+        lambda data: decode_resized(data, size, max_aspect=max_aspect, max_pixels=max_pixels),
+        threads,
+    )
+    return batch.assign(
+        pixels=[d.image.tobytes() if d.ok else b"" for d in results],
+        height=[d.image.shape[0] if d.ok else 0 for d in results],
+        width=[d.image.shape[1] if d.ok else 0 for d in results],
+        status=[d.status for d in results],
+        error=[d.error for d in results],
+    )
 
 
 def _pseudo_rows(folder: str, source_id: int) -> ray.data.Dataset:

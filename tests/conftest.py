@@ -21,3 +21,15 @@ def _seed():
 def photos() -> list[np.ndarray]:
     """Real photographs (scikit-image's bundled samples), varied sizes and aspect ratios."""
     return imagegen.real_photos()
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole test session (as the jobs start it), stopped at the end."""
+    import ray
+
+    from jobs.ray_env import init_ray
+
+    init_ray(None, min_cpus=2)
+    yield
+    ray.shutdown()

@@ -15,6 +15,15 @@ def test_help_lists_subcommands(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "info" in out and "print versions, devices and model presets" in out
+    for command in ("train", "pseudo-label", "score"):
+        assert command in out
+
+
+def test_job_subcommands_have_help():
+    for command, prog in (("score", "fiqa score"), ("pseudo-label", "fiqa pseudo-label")):
+        r = run(command, "--help")
+        assert r.returncode == 0 and r.stdout.startswith(f"usage: {prog}"), r.stderr
+        assert "run_date" in r.stdout and "buckets" in r.stdout
 
 
 def test_unknown_subcommand_is_an_error():

@@ -85,17 +85,6 @@ def test_yaml_then_overrides(tmp_path):
 # -- real training on a local Ray ------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from jobs.ray_env import init_ray
-
-    init_ray(None, min_cpus=2)
-    yield
-    ray.shutdown()
-
-
 def test_no_readable_images_is_a_clear_error(tmp_path, ray_local):
     pd.DataFrame({"path": [f"missing_{i}.jpg" for i in range(10)], "score": range(10)}).to_csv(
         tmp_path / "labels.csv", index=False
@@ -187,14 +176,18 @@ def test_pseudo_labels_are_counted_and_a_failed_worker_resumes(tmp_path, ray_loc
     assert final.lineage["pseudo_labels"] == [str(tmp_path / "pseudo")]
 
 
-def test_interrupted_job_continues_when_rerun(tmp_path, ray_local):
+def test_interrupted_job_continues_when_rerun(tmp_path, ray_local, capsys):
     labeled_set(tmp_path, 24)
+    (tmp_path / "images" / "broken.jpg").write_bytes(b"")  # a bad labeled image: left out
+    with open(tmp_path / "labels.csv", "a") as f:
+        f.write("images/broken.jpg,3.0\n")
     cfg = config(tmp_path, "epochs=2", "fail_at_epoch=2", "max_failures=0")
     with pytest.raises(train_job.TrainingFailed, match="injected failure.*Rerun the same command"):
         train_job.run(cfg)
+    assert "1 of 25 images cannot be used and are left out" in capsys.readouterr().out
     assert not (tmp_path / "model" / "config.json").exists()
     cache = json.loads(next((tmp_path / "model.work").glob("cache-*/_SUCCESS")).read_text())
-    assert cache["rows"] == 24
+    assert cache["rows"] == 25 and cache["by_status"] == {"ok": 24, "empty": 1}
     train_job.run(cfg)  # the same command again
     events = [
         (e["event"], e.get("epoch", e.get("after_epoch")))

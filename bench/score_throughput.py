@@ -1,0 +1,217 @@
+"""Scoring throughput and memory: our Ray Data job vs a reference-style per-image loop.
+
+Prints, on the same generated JPEGs:
+  - model only: Scorer.score_pixels on a prepared uint8 batch (the ceiling),
+  - reference loop: one image at a time, PIL + torchvision transforms + model (like the
+    reference scoring script),
+  - our job: `fiqa pseudo-label` end to end (list -> read bytes -> decode/crop -> score ->
+    Parquet), as images/s and as a ratio to both,
+  - peak resident memory of the driver and of the largest Ray worker, per lake size, each
+    size in a fresh process (so peaks do not carry over).
+
+    python bench/score_throughput.py --images 2000 --memory-sizes 2000 20000 --size 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def write_lake(folder: Path, n: int, realistic: bool, seed: int = 0) -> None:
+    from PIL import Image
+
+    from tests.imagegen import encode, real_photos
+
+    rng = np.random.default_rng(seed)
+    photos = [Image.fromarray(p) for p in real_photos()]
+    for i in range(n):
+        sub = folder / f"part{i % 16:02d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        short = int(rng.integers(224, 1025)) if realistic else int(rng.integers(64, 97))
+        img = photos[i % len(photos)].resize((short, int(short * rng.uniform(1, 1.3))))
+        (sub / f"img_{i:06d}.jpg").write_bytes(encode(np.asarray(img), "JPEG", quality=90))
+
+
+def make_checkpoint(path: Path, preset: str, size: int | None) -> str:
+    import torch
+
+    from fiqa_core import Calibration, create_model, save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(
+        create_model(preset, image_size=size), str(path), calibration=Calibration(5, 1, 0, 1)
+    )
+    return str(path)
+
+
+def model_only(ckpt: str, batch: int, steps: int, device: str) -> float:
+    from fiqa_core import Scorer
+
+    scorer = Scorer.from_checkpoint(ckpt, device=device, batch_size=batch)
+    s = scorer.preprocessing.size
+    x = np.random.default_rng(0).integers(0, 256, (batch, s, s, 3), dtype=np.uint8)
+    scorer.score_pixels(x)  # warm-up
+    t0 = time.time()
+    for _ in range(steps):
+        scorer.score_pixels(x)
+    return batch * steps / (time.time() - t0)
+
+
+def reference_loop(ckpt: str, files: list[Path], device: str) -> float:
+    """One image at a time, the way the reference scoring script works."""
+    import torch
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from fiqa_core import load_checkpoint
+
+    model, config = load_checkpoint(ckpt)
+    model = model.to(device).eval()
+    pre = config.preprocessing
+    tf = T.Compose(
+        [T.Resize(pre.size), T.CenterCrop(pre.size), T.ToTensor(), T.Normalize(pre.mean, pre.std)]
+    )
+    t0 = time.time()
+    with torch.no_grad():
+        for f in files:
+            x = tf(Image.open(f).convert("RGB")).unsqueeze(0).to(device)
+            float(model(x))
+    return len(files) / (time.time() - t0)
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _ray_worker_pids() -> list[int]:
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                cmd = open(f"/proc/{d}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if b"default_worker.py" in cmd or cmd.startswith(b"ray::"):
+                pids.append(int(d))
+    return pids
+
+
+def job_run(lake: str, ckpt: str, out: str, device: str) -> dict:
+    """Run the job in this process, sampling driver and worker memory meanwhile."""
+    from fiqa_core.config import resolve_config
+    from jobs import score
+
+    peak = {"driver_mb": 0.0, "worker_mb": 0.0}
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak["driver_mb"] = max(peak["driver_mb"], _rss_mb(os.getpid()))
+            for pid in _ray_worker_pids():
+                peak["worker_mb"] = max(peak["worker_mb"], _rss_mb(pid))
+            time.sleep(0.5)
+
+    threading.Thread(target=sample, daemon=True).start()
+    cfg = resolve_config(
+        score.ScoreConfig,
+        None,
+        [
+            f"input={lake}",
+            f"model={ckpt}",
+            f"output={out}",
+            f"use_gpu={'true' if device == 'cuda' else 'false'}",
+        ],
+    )
+    summary = score.run(cfg, nightly=False)
+    stop.set()
+    return {**summary, **peak}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--preset", default="student-edgenext-xxs")
+    p.add_argument("--size", type=int, help="model input size (default: the preset's)")
+    p.add_argument("--images", type=int, default=1000, help="lake size for the rate comparison")
+    p.add_argument("--realistic", action="store_true", help="short edge 224-1024 px JPEGs")
+    p.add_argument("--reference-images", type=int, default=200)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--memory-sizes", type=int, nargs="*", default=[])
+    p.add_argument("--device", default=None)
+    p.add_argument("--job-only", nargs=3, metavar=("LAKE", "CKPT", "OUT"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.job_only:  # child process of the memory comparison
+        print(json.dumps(job_run(*args.job_only, device)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ckpt = make_checkpoint(tmp / "ckpt", args.preset, args.size)
+        lake = tmp / "lake"
+        write_lake(lake, args.images, args.realistic)
+        files = sorted(lake.rglob("*.jpg"))[: args.reference_images]
+        model_rate = model_only(ckpt, args.batch, 10, device)
+        ref_rate = reference_loop(ckpt, files, device)
+        job = job_run(str(lake), ckpt, str(tmp / "out"), device)
+        rate = job["images_per_s"]
+        print(
+            f"{args.preset} {args.size or 'preset'} px on {device}, {args.images} images: "
+            f"model-only {model_rate:.1f} images/s; reference per-image loop {ref_rate:.1f} "
+            f"images/s; our job {rate:.1f} images/s end to end ({job['seconds']} s incl. "
+            f"listing) = {100 * rate / model_rate:.0f}% of model-only, "
+            f"{rate / ref_rate:.2f}x the reference loop",
+            flush=True,
+        )
+        for n in args.memory_sizes:
+            big = tmp / f"lake{n}"
+            write_lake(big, n, realistic=False, seed=n)
+            r = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--job-only",
+                    str(big),
+                    ckpt,
+                    str(tmp / f"out{n}"),
+                    "--device",
+                    device,
+                ],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            )
+            if r.returncode != 0:
+                print(r.stderr[-3000:])
+                raise SystemExit(1)
+            res = json.loads(r.stdout.strip().splitlines()[-1])
+            print(
+                f"memory at {n} images: driver peak {res['driver_mb']:.0f} MB, largest "
+                f"worker peak {res['worker_mb']:.0f} MB ({res['images_per_s']} images/s)",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

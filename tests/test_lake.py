@@ -1,0 +1,53 @@
+import datetime as dt
+
+import pytest
+
+from fiqa_core.lake import bucket_of, facts, is_image_path, list_top, list_under, split_root
+
+
+def test_image_extensions():
+    assert is_image_path("s3://b/x/FACE.JPG") and is_image_path("a.webp")
+    assert not is_image_path("notes.txt") and not is_image_path("archive.jpg.zip")
+
+
+def test_buckets_are_stable_and_spread():
+    assert bucket_of("s3://lake/a.jpg", 64) == bucket_of("s3://lake/a.jpg", 64)
+    counts = [0] * 8
+    for i in range(800):
+        counts[bucket_of(f"/lake/img_{i}.jpg", 8)] += 1
+    assert min(counts) > 60  # roughly uniform
+    assert bucket_of("x", 1) == 0
+
+
+def test_facts_from_each_backend():
+    local = facts({"name": "/a.jpg", "size": 10, "type": "file", "mtime": 1700000000.5})
+    assert local == {"size": 10, "mtime": 1700000000.5, "etag": None}
+    when = dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
+    s3 = facts({"Key": "a.jpg", "size": 7, "ETag": '"abc"', "LastModified": when})
+    assert s3 == {"size": 7, "mtime": when.timestamp(), "etag": "abc"}
+    gcs = facts({"size": "5", "md5Hash": "xyz", "updated": "2026-11-20T00:00:00Z"})
+    assert gcs == {"size": 5, "mtime": when.timestamp(), "etag": "xyz"}
+
+
+def test_listing_one_level_then_recursively(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "top.jpg").write_bytes(b"1")
+    (tmp_path / "a" / "one.png").write_bytes(b"22")
+    (tmp_path / "a" / "b" / "two.jpg").write_bytes(b"333")
+    files, dirs = list_top(str(tmp_path))
+    assert [f["path"] for f in files] == [str(tmp_path / "top.jpg")]
+    assert dirs == [str(tmp_path / "a")]
+    below = list(list_under(str(tmp_path), dirs[0]))
+    assert [(r["path"], r["size"]) for r in below] == [
+        (str(tmp_path / "a" / "b" / "two.jpg"), 3),
+        (str(tmp_path / "a" / "one.png"), 2),
+    ]
+    # a glob keeps only what matches, at every depth
+    fs, root, pattern = split_root(f"{tmp_path}/**/*.jpg")
+    assert root == str(tmp_path) and pattern.endswith("*.jpg")
+    files, dirs = list_top(f"{tmp_path}/**/*.jpg")
+    assert [f["path"] for f in files] == [str(tmp_path / "top.jpg")]
+    below = [r["path"] for r in list_under(f"{tmp_path}/**/*.jpg", dirs[0])]
+    assert below == [str(tmp_path / "a" / "b" / "two.jpg")]
+    with pytest.raises(FileNotFoundError, match="no such folder or prefix"):
+        list_top(str(tmp_path / "nope"))

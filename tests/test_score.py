@@ -1,0 +1,197 @@
+"""Pseudo-labeling and nightly scoring over a generated lake, on a local Ray."""
+
+import json
+import os
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from fiqa_core import Calibration, Scorer, create_model, save_checkpoint
+from fiqa_core.config import resolve_config
+from jobs import score as score_job
+from tests import imagegen
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = str(tmp_path_factory.mktemp("ckpt") / "student")
+    save_checkpoint(
+        create_model("student-edgenext-xxs", image_size=SIZE),
+        path,
+        calibration=Calibration(5.0, 1.0, 0.0, 0.05),
+    )
+    return path
+
+
+def make_lake(root, n_jpeg=120, n_png=80, zoo=True):
+    """Images in two subfolders (+ a nested one), the bad-file zoo and non-image files."""
+    imagegen.write_labeled_set(root / "people" / "jpeg", n_jpeg, seed=1, size=(40, 48))
+    imagegen.write_labeled_set(
+        root / "people" / "png" / "deep", n_png, seed=2, size=(40, 48), fmt="PNG"
+    )
+    expected = {}
+    if zoo:
+        for name, (data, status) in imagegen.zoo(imagegen.real_photos()[1][:60, :60]).items():
+            path = root / f"zoo_{name}.jpg"  # image extension, whatever the content
+            path.write_bytes(data)
+            expected[str(path)] = status
+    (root / "README.txt").write_text("not an image")
+    (root / "people" / "meta.json").write_text("{}")
+    return expected
+
+
+def image_files(root):
+    return sorted(
+        os.path.join(d, f)
+        for d, _, files in os.walk(root)
+        for f in files
+        if os.path.splitext(f)[1].lower() in {".jpg", ".png"}
+    )
+
+
+def read_partition(uri) -> pd.DataFrame:
+    fs, root = fsspec.core.url_to_fs(uri)
+    files = [p for p in fs.find(root) if p.endswith(".parquet")]
+    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+
+
+def cfg(**kw):
+    return resolve_config(
+        score_job.ScoreConfig,
+        None,
+        [f"{k}={v}" for k, v in kw.items()]
+        + ["buckets=8", "decode_batch_size=16", "batch_size=32"],
+    )
+
+
+def test_pseudo_label_scores_every_file_once_with_its_status(
+    tmp_path, checkpoint, ray_local, capsys
+):
+    lake = tmp_path / "lake"
+    zoo = make_lake(lake)
+    files = image_files(lake)
+    out = tmp_path / "pl"
+    summary = score_job.run(cfg(input=lake, model=checkpoint, output=out), nightly=False)
+
+    df = read_partition(str(out))
+    assert len(df) == len(files) == summary["rows"] == summary["images"]
+    assert sorted(df["path"]) == files  # no image lost, none twice
+    assert summary["skipped_non_image"] == 2 and summary["files_listed"] == len(files) + 2
+    by_path = df.set_index("path")
+    for path, status in zoo.items():
+        assert by_path.at[path, "status"] == status, path
+        assert (status == "ok") == np.isfinite(by_path.at[path, "score"])
+        assert pd.isna(by_path.at[path, "error"]) == (status == "ok")
+    good = df[df["status"] == "ok"]
+    assert len(good) == 200 + sum(s == "ok" for s in zoo.values())
+    assert summary["by_status"]["ok"] == len(good) and summary["failed"] == len(df) - len(good)
+    # the same numbers Scorer gives, and score = calibration(raw_score)
+    scorer = Scorer.from_checkpoint(checkpoint, device="cpu")
+    sample = good.sample(12, random_state=0)
+    want = scorer.score([open(p, "rb").read() for p in sample["path"]])
+    np.testing.assert_allclose(sample["raw_score"], want["raw_score"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(good["score"], Calibration(5.0, 1.0, 0.0, 0.05)(good["raw_score"]))
+    assert set(df["model"]) == {scorer.model_id}
+    # file facts for incremental reruns
+    row = by_path.loc[files[0]]
+    assert row["size"] == os.path.getsize(files[0])
+    assert row["mtime"] == pytest.approx(os.path.getmtime(files[0]))
+    marker = json.loads((out / "_SUCCESS").read_text())
+    assert marker["rows"] == len(files) and marker["model"] == scorer.model_id
+    assert "images/s" in capsys.readouterr().out
+
+    # a rerun of a finished run changes nothing
+    before = sorted(p.name for p in out.rglob("*.parquet"))
+    again = score_job.run(cfg(input=lake, model=checkpoint, output=out), nightly=False)
+    assert again == marker and sorted(p.name for p in out.rglob("*.parquet")) == before
+
+
+def test_nightly_rescoring_is_incremental(tmp_path, checkpoint, ray_local):
+    lake = tmp_path / "lake"
+    make_lake(lake, n_jpeg=40, n_png=20, zoo=False)
+    out = tmp_path / "scores"
+    first = score_job.run(cfg(input=lake, model=checkpoint, output=out, run_date="2026-11-20"))
+    assert first["scored"] == 60 and first["reused"] == 0
+
+    # next night: 5 new images, 3 changed ones
+    imagegen.write_labeled_set(lake / "people" / "new", 5, seed=9, size=(40, 48))
+    changed = image_files(lake / "people" / "jpeg")[:3]
+    for p in changed:
+        img = np.asarray(imagegen.real_photos()[0][:40, :48])
+        with open(p, "wb") as f:
+            f.write(imagegen.encode(img, "JPEG", quality=70))
+    second = score_job.run(cfg(input=lake, model=checkpoint, output=out, run_date="2026-11-21"))
+    assert (second["scored"], second["reused"], second["rows"]) == (8, 57, 65)
+    assert second["by_status"] == {"ok": 65} and second["failed"] == 0
+    assert second["scored"] + second["reused"] == second["images"]
+
+    day1 = read_partition(str(out / "date=2026-11-20")).set_index("path")
+    day2 = read_partition(str(out / "date=2026-11-21")).set_index("path")
+    assert len(day2) == 65 and day2.index.is_unique
+    rescored = set(day2.index[~day2["reused"]])
+    assert rescored == set(changed) | set(image_files(lake / "people" / "new"))
+    kept = day2[day2["reused"]]
+    np.testing.assert_array_equal(kept["raw_score"], day1.loc[kept.index, "raw_score"])
+    assert (kept["scored_at"] == day1.loc[kept.index, "scored_at"]).all()
+
+
+def test_interrupted_runs_complete_without_duplicates(tmp_path, checkpoint, ray_local):
+    lake = tmp_path / "lake"
+    make_lake(lake, n_jpeg=50, n_png=30, zoo=False)
+    files = image_files(lake)
+    out = tmp_path / "pl"
+    # a scoring actor dies mid-run: Ray restarts it and the job still completes
+    summary = score_job.run(
+        cfg(input=lake, model=checkpoint, output=out, fail_after_batches=1), nightly=False
+    )
+    df = read_partition(str(out))
+    assert summary["rows"] == len(files) and sorted(df["path"]) == files
+    assert not (out / "_fault_injected").exists()
+
+    # what a killed job leaves: no _SUCCESS, some buckets missing, one shard cut short
+    (out / "_SUCCESS").unlink()
+    buckets = sorted(out.glob("bucket=*"))
+    lost = sum(len(pq.read_table(f)) for b in buckets[:3] for f in b.glob("*.parquet"))
+    for b in buckets[:3]:
+        for f in b.glob("*.parquet"):
+            f.unlink()
+    cut = next(buckets[3].glob("*.parquet"))
+    lost += len(pq.read_table(cut))
+    cut.write_bytes(cut.read_bytes()[:100])
+    again = score_job.run(cfg(input=lake, model=checkpoint, output=out), nightly=False)
+    df = read_partition(str(out))
+    assert sorted(df["path"]) == files  # each image exactly once
+    assert again["rows"] == len(files) and again["scored"] == len(files)
+    assert (out / "_SUCCESS").exists()
+    assert lost > 0
+
+
+def test_manifest_input_and_missing_files(tmp_path, checkpoint, ray_local):
+    lake = tmp_path / "lake"
+    make_lake(lake, n_jpeg=10, n_png=0, zoo=False)
+    paths = image_files(lake) + [str(lake / "gone.jpg"), str(lake / "notes.txt")]
+    pd.DataFrame({"path": paths}).to_parquet(tmp_path / "manifest.parquet")
+    summary = score_job.run(
+        cfg(input=tmp_path / "manifest.parquet", model=checkpoint, output=tmp_path / "pl"),
+        nightly=False,
+    )
+    df = read_partition(str(tmp_path / "pl")).set_index("path")
+    assert summary["images"] == 11 and summary["skipped_non_image"] == 1
+    assert df.at[str(lake / "gone.jpg"), "status"] == "missing"
+    assert summary["by_status"] == {"ok": 10, "missing": 1}
+
+
+def test_bad_configuration(tmp_path, checkpoint):
+    with pytest.raises(FileNotFoundError, match="not a fiqa checkpoint"):
+        score_job.run(cfg(input=tmp_path, model=tmp_path / "nope", output=tmp_path / "o"))
+    with pytest.raises(ValueError, match="run_date must be YYYY-MM-DD"):
+        score_job.run(
+            cfg(input=tmp_path, model=checkpoint, output=tmp_path / "o", run_date="yesterday")
+        )
