@@ -188,6 +188,14 @@ def test_manifest_input_and_missing_files(tmp_path, checkpoint, ray_local):
     assert summary["by_status"] == {"ok": 10, "missing": 1}
 
 
+def test_empty_input_folder_is_a_clear_error(tmp_path, checkpoint, ray_local):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty: no files found"):
+        score_job.run(cfg(input=tmp_path / "empty", model=checkpoint, output=tmp_path / "o"))
+    with pytest.raises(FileNotFoundError, match="no such folder or prefix"):
+        score_job.run(cfg(input=tmp_path / "absent", model=checkpoint, output=tmp_path / "o"))
+
+
 def test_bad_configuration(tmp_path, checkpoint):
     with pytest.raises(FileNotFoundError, match="not a fiqa checkpoint"):
         score_job.run(cfg(input=tmp_path, model=tmp_path / "nope", output=tmp_path / "o"))
