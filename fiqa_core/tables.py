@@ -117,12 +117,17 @@ def split_labels(labels: pd.DataFrame, val_fraction: float, seed: int) -> pd.Dat
     return labels.assign(split=split)
 
 
+def parquet_files(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
+    """Parquet files below ``root`` on ``fs`` (recursively), sorted; [] when there are none."""
+    return sorted(p for p in fs.find(root) if p.endswith(".parquet"))
+
+
 def list_parquet_files(uri: str) -> list[str]:
     """Parquet files under a shard folder (recursively), as full URIs, sorted."""
     fs, path = fsspec.core.url_to_fs(uri)
     if not fs.exists(path):
         raise TableError(f"{uri}: pseudo-label folder not found")
-    files = sorted(p for p in fs.find(path) if p.endswith(".parquet"))
+    files = parquet_files(fs, path)
     if not files:
         raise TableError(f"{uri}: no .parquet shards in this folder")
     return [fs.unstrip_protocol(p) if "://" in uri else p for p in files]

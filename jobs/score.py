@@ -34,6 +34,7 @@ from fiqa_core import storage
 from fiqa_core.config import ConfigError, resolve_config
 from fiqa_core.images import DEFAULT_MAX_PIXELS, prepare_image
 from fiqa_core.lake import bucket_of, is_image_path, list_top, list_under, load_images
+from fiqa_core.tables import parquet_files
 
 log = logging.getLogger("fiqa.score")
 MARKER = "_SUCCESS"
@@ -350,7 +351,7 @@ def read_bucket(partition: str | None, bucket: int, columns=None) -> pd.DataFram
     if not fs.exists(root):
         return pd.DataFrame(columns=columns or OUTPUT_SCHEMA.names)
     frames = []
-    for f in sorted(p for p in fs.find(root) if p.endswith(".parquet")):
+    for f in parquet_files(fs, root):
         try:
             frames.append(pq.read_table(f, filesystem=fs, columns=columns).to_pandas())
         except Exception as e:  # a file cut short by an interrupted write: its rows redo
@@ -518,7 +519,7 @@ def summarise(partition: str) -> dict:
     fs, root = fsspec.core.url_to_fs(partition)
     by_status: dict[str, int] = {}
     rows = reused = 0
-    for f in sorted(p for p in fs.find(root) if p.endswith(".parquet")):
+    for f in parquet_files(fs, root):
         t = pq.read_table(f, filesystem=fs, columns=["status", "reused"])
         rows += t.num_rows
         reused += int(pa.compute.sum(t["reused"]).as_py() or 0)
