@@ -39,6 +39,12 @@ def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{source}: {name} must be a list, got {value!r}")
         return [_coerce(name, v, args[0], source) for v in value] if args else list(value)
+    if origin is dict or hint is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {name} must be a mapping of settings, got {value!r}")
+        return dict(value)
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -68,6 +74,11 @@ def _apply(cls: type[C], values: dict, base: dict, source: str) -> dict:
     known = {f.name for f in dataclasses.fields(cls)}
     out = dict(base)
     for key, value in values.items():
+        head, dot, rest = key.partition(".")
+        if dot and head in known and isinstance(out.get(head), dict):
+            # teacher.epochs=3: one setting inside a mapping-valued setting
+            out[head] = {**out[head], rest: value}
+            continue
         if key not in known:
             raise ConfigError(
                 f"{source}: unknown setting {key!r} (known: {', '.join(sorted(known))})"
@@ -87,12 +98,21 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return values
 
 
-def resolve_config(cls: type[C], path: str | None = None, overrides: list[str] = ()) -> C:
-    """Build a frozen ``cls`` from its defaults, an optional YAML file, then overrides."""
-    values = {
+def _defaults(cls) -> dict:
+    return {
         f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
         for f in dataclasses.fields(cls)
     }
+
+
+def build_config(cls: type[C], values: dict, source: str) -> C:
+    """A frozen ``cls`` from its defaults and ``values`` (checked and coerced as a file's)."""
+    return _finish(cls, _apply(cls, values, _defaults(cls), source))
+
+
+def resolve_config(cls: type[C], path: str | None = None, overrides: list[str] = ()) -> C:
+    """Build a frozen ``cls`` from its defaults, an optional YAML file, then overrides."""
+    values = _defaults(cls)
     if path:
         if not storage.exists(path):
             raise ConfigError(f"{path}: config file not found")
@@ -103,6 +123,10 @@ def resolve_config(cls: type[C], path: str | None = None, overrides: list[str] =
             )
         values = _apply(cls, loaded, values, path)
     values = _apply(cls, parse_overrides(list(overrides)), values, "command line")
+    return _finish(cls, values)
+
+
+def _finish(cls: type[C], values: dict) -> C:
     missing = [k for k, v in values.items() if v is dataclasses.MISSING]
     if missing:
         raise ConfigError(

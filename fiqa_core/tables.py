@@ -109,12 +109,8 @@ def split_labels(labels: pd.DataFrame, val_fraction: float, seed: int) -> pd.Dat
         return labels
     if not 0 < val_fraction < 1:
         raise TableError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    order = np.argsort(labels["path"].to_numpy(), kind="stable")
-    perm = np.random.default_rng(seed).permutation(len(labels))
-    n_val = max(1, int(round(len(labels) * val_fraction)))
-    split = np.array(["train"] * len(labels), dtype=object)
-    split[order[perm[:n_val]]] = "val"
-    return labels.assign(split=split)
+    val = seeded_subset(labels["path"], val_fraction, seed)
+    return labels.assign(split=np.where(val, "val", "train").astype(object))
 
 
 def parquet_files(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
@@ -144,3 +140,38 @@ def check_shard_schema(uri: str) -> None:
             f"{first}: column {missing[0]!r} missing (have: {', '.join(names)}); "
             "pseudo-label shards are written by `fiqa pseudo-label`"
         )
+
+
+def read_parquet(uri: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """A Parquet file, or every Parquet file below a folder, as one frame.
+
+    Folders are read file by file: pyarrow's dataset discovery through s3fs mistakes an
+    object store's folder-marker keys for files.
+    """
+    files = [uri] if uri.lower().endswith(".parquet") else list_parquet_files(uri)
+    frames = []
+    for f in files:
+        fs, path = fsspec.core.url_to_fs(f)
+        frames.append(pq.read_table(path, filesystem=fs, columns=columns).to_pandas())
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_parquet(df: pd.DataFrame, uri: str) -> None:
+    """Write one Parquet file (atomically on local disks)."""
+    import io
+
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    storage.write_bytes(uri, buf.getvalue())
+
+
+def seeded_subset(paths: pd.Series, fraction: float, seed: int) -> np.ndarray:
+    """A boolean mask choosing ``round(len * fraction)`` (at least 1) rows.
+
+    Depends only on the set of paths and the seed, not on row order.
+    """
+    order = np.argsort(paths.to_numpy(), kind="stable")
+    perm = np.random.default_rng(seed).permutation(len(paths))
+    chosen = np.zeros(len(paths), dtype=bool)
+    chosen[order[perm[: max(1, int(round(len(paths) * fraction)))]]] = True
+    return chosen

@@ -16,6 +16,9 @@ SUBCOMMANDS = {
     "train": ("jobs.train", "train a teacher or student preset with Ray Train"),
     "pseudo-label": ("jobs.pseudo_label", "pseudo-label an image set with a teacher (Ray Data)"),
     "score": ("jobs.score", "score an image lake nightly, incrementally (Ray Data)"),
+    "self-train": ("jobs.self_train", "run a whole self-training round, stage by stage"),
+    "evaluate": ("jobs.evaluate", "metrics and compute cost of a checkpoint on held-out labels"),
+    "demo": ("jobs.demo", "run a whole round on demo data made from bundled photographs"),
 }
 
 

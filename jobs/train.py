@@ -19,14 +19,13 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import torch
 
 from fiqa_core import fit_logistic, get_preset, read_checkpoint_config, save_checkpoint, storage
 from fiqa_core.config import ConfigError, config_hash, config_to_dict, resolve_config, save_config
 from fiqa_core.images import DEFAULT_MAX_PIXELS
 from fiqa_core.metrics import evaluate
-from fiqa_core.tables import check_shard_schema, read_labels, split_labels
+from fiqa_core.tables import check_shard_schema, read_labels, split_labels, write_parquet
 
 
 @dataclass(frozen=True)
@@ -157,7 +156,7 @@ def run(cfg: TrainConfig):
     use_gpu = cluster_has_gpus() if cfg.use_gpu is None else cfg.use_gpu
     work = work_dir(cfg)
     save_config(cfg, storage.join(work, "train_config.yaml"))
-    _write_split(labels, storage.join(work, "split.parquet"))
+    write_parquet(labels[["path", "score", "split"]], storage.join(work, "split.parquet"))
 
     cache_key = config_hash(
         cfg, exclude=tuple(k for k in config_to_dict(cfg) if k not in CACHE_KEYS)
@@ -236,14 +235,6 @@ def run(cfg: TrainConfig):
         f"PLCC {m.get('plcc', float('nan')):.4f}; checkpoint {cfg.output} (id {final.id})"
     )
     return final
-
-
-def _write_split(labels: pd.DataFrame, uri: str) -> None:
-    import io
-
-    buf = io.BytesIO()
-    labels[["path", "score", "split"]].to_parquet(buf, index=False)
-    storage.write_bytes(uri, buf.getvalue())
 
 
 def _check_enough_images(cfg: TrainConfig, summary: dict) -> None:
