@@ -22,10 +22,10 @@ import pandas as pd
 from PIL import Image, ImageFilter
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "cat", "camera")
-CROP_SHORT_SIDE = (32, 40)  # pixels: small crops, as face crops in a lake often are
-MAX_DOWNSCALE = 4.0  # severity 1 downsamples by this factor (then back up)
-MAX_BLUR_RADIUS = 1.5
-MAX_NOISE_SIGMA = 20.0  # on the 0..255 scale
+CROP_SHORT_SIDE = (16, 22)  # pixels: small crops, as face crops in a lake often are
+MAX_DOWNSCALE = 2.0  # severity 1 downsamples by this factor (then back up)
+MAX_BLUR_RADIUS = 0.8
+MAX_NOISE_SIGMA = 40.0  # on the 0..255 scale
 JPEG_QUALITY = (90, 8)  # quality at severity 0 and at severity 1
 
 
@@ -52,8 +52,8 @@ def degrade(photo: np.ndarray, severity: float, rng: np.random.Generator) -> Ima
     short = int(rng.integers(CROP_SHORT_SIDE[0], CROP_SHORT_SIDE[1] + 1))
     aspect = rng.uniform(0.8, 1.25)
     w, h = (short, int(short * aspect)) if aspect >= 1 else (int(short / aspect), short)
-    # crop a window 2-4x larger than the output, then shrink: the photo's detail survives
-    zoom = rng.uniform(2.0, 4.0)
+    # a window up to 1.5x the output, shrunk: smooth enough that the degradations show
+    zoom = rng.uniform(1.0, 1.5)
     cw, ch = min(photo.shape[1], int(w * zoom)), min(photo.shape[0], int(h * zoom))
     x0 = int(rng.integers(0, photo.shape[1] - cw + 1))
     y0 = int(rng.integers(0, photo.shape[0] - ch + 1))

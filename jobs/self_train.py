@@ -215,14 +215,15 @@ def _key(settings: dict, upstream: list[str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def plan_stages(cfg: RoundConfig) -> dict[str, Stage]:
-    """Every stage's settings, inputs, outputs and key; all settings validated here."""
+def stage_jobs(cfg: RoundConfig) -> dict:
+    """The ``fiqa train`` / ``fiqa pseudo-label`` config of each job stage, validated."""
     p = layout(cfg)
     teacher = {"preset": "teacher-swin-b", **cfg.teacher}
     student = {"preset": "student-edgenext-xxs", **cfg.student}
     jobs = {
-        "teacher0": _train_config(cfg, "teacher", teacher, labels=p["train_labels"],
-                                  output=p["teacher0"]),
+        "teacher0": _train_config(
+            cfg, "teacher", teacher, labels=p["train_labels"], output=p["teacher0"]
+        ),
         "teacher1": _train_config(
             cfg, "enhanced_teacher", {**teacher, **cfg.enhanced_teacher},
             labels=p["train_labels"], output=p["teacher1"], pseudo_labels=[p["pseudo_a"]],
@@ -243,7 +244,13 @@ def plan_stages(cfg: RoundConfig) -> dict[str, Stage]:
         )
     if not 0 < cfg.test_fraction < 1:
         raise ConfigError(f"test_fraction must be between 0 and 1, got {cfg.test_fraction}")
+    return jobs
 
+
+def plan_stages(cfg: RoundConfig) -> dict[str, Stage]:
+    """Every stage's settings, inputs, outputs and key; all settings validated here."""
+    p = layout(cfg)
+    jobs = stage_jobs(cfg)
     holdout = {
         "labels": cfg.labels,
         "labels_file": _file_facts(cfg.labels),
