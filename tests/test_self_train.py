@@ -248,6 +248,22 @@ def test_cli_runs_a_finished_round_as_a_no_op(tiny_round):
     assert "0 stage(s) run, 8 skipped" in proc.stdout
 
 
+def test_an_interrupted_stage_resumes(tiny_round, capsys):
+    """A record left "running" (the process died) with the same key: the stage resumes."""
+    _, cfg, _ = tiny_round
+    uri = self_train.record_uri(cfg, "student")
+    record = json.loads(Path(uri).read_text())
+    started, checkpoint = record["started"], read_checkpoint_config(record["outputs"]["checkpoint"])
+    Path(uri).write_text(json.dumps({**record, "status": "running"}))
+    outcome = self_train.run(cfg, until_stage="student")
+    assert outcome == {**{s: "skipped" for s in self_train.STAGES[:5]}, "student": "resumed"}
+    out = capsys.readouterr().out
+    assert "[6/8] student: resuming" in out and "already trained with this config" in out
+    after = json.loads(Path(uri).read_text())
+    assert after["status"] == "done" and after["started"] == started
+    assert read_checkpoint_config(record["outputs"]["checkpoint"]).id == checkpoint.id
+
+
 def test_changed_student_setting_reruns_student_evaluate_report(tiny_round, capsys):
     """Runs last in this module: it changes the round."""
     out, cfg, _ = tiny_round
