@@ -9,27 +9,19 @@ from .cost import MAX_GMACS, MAX_PARAMS_M, model_cost
 from .metrics import evaluate
 from .tables import read_labels
 
-PREDICTION_COLUMNS = ("path", "label", "raw_score", "score", "status", "error", "model")
-
 
 def predict_table(scorer, labels: pd.DataFrame, batch: int = 256, threads: int = 8):
     """One prediction row per labeled image (``path``, ``score`` columns), bad images kept."""
     from .lake import load_images
 
-    size = scorer.preprocessing.size
     parts = []
     for start in range(0, len(labels), batch):
         chunk = labels.iloc[start : start + batch]
-        decoded = load_images(
-            list(chunk["path"]),
-            lambda data: scorer.prepare(data),
-            threads,
-        )
+        decoded = load_images(list(chunk["path"]), scorer.prepare, threads)
         ok = np.array([d.ok for d in decoded], dtype=bool)
         raw = np.full(len(chunk), np.nan)
         if ok.any():
-            pixels = np.stack([d.image for d in decoded if d.ok]).reshape(-1, size, size, 3)
-            raw[ok] = scorer.score_pixels(pixels)
+            raw[ok] = scorer.score_pixels(np.stack([d.image for d in decoded if d.ok]))
         parts.append(
             pd.DataFrame(
                 {

@@ -22,6 +22,20 @@ SUBCOMMANDS = {
 }
 
 
+def settings_parser(
+    prog: str, description: str, settings, epilog: str = ""
+) -> argparse.ArgumentParser:
+    """The parser of a job configured as data: ``--config file.yaml`` then ``key=value``."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog="Settings: " + ", ".join(settings.__dataclass_fields__) + epilog,
+    )
+    parser.add_argument("--config", help="YAML file of settings")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a setting")
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fiqa",

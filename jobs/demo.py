@@ -65,7 +65,8 @@ def make_data(args: argparse.Namespace, data_dir: str):
             "seed": args.seed}
     marker = os.path.join(data_dir, "demo_data.json")
     if os.path.exists(marker):
-        saved = json.loads(open(marker).read())
+        with open(marker) as f:
+            saved = json.load(f)
         if saved["spec"] == spec:
             return DemoSets(**saved["sets"])
     if os.path.exists(data_dir):

@@ -35,6 +35,7 @@ from fiqa_core.config import ConfigError, resolve_config
 from fiqa_core.images import DEFAULT_MAX_PIXELS, prepare_image
 from fiqa_core.lake import bucket_of, is_image_path, list_top, list_under, load_images
 from fiqa_core.tables import parquet_files
+from jobs.cli import settings_parser
 
 log = logging.getLogger("fiqa.score")
 MARKER = "_SUCCESS"
@@ -83,14 +84,7 @@ class ScoreConfig:
 
 
 def get_args_parser(prog: str = "fiqa score") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=(__doc__ or "").split("\n\n")[0],
-        epilog="Settings: " + ", ".join(ScoreConfig.__dataclass_fields__),
-    )
-    parser.add_argument("--config", help="YAML file of settings")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a setting")
-    return parser
+    return settings_parser(prog, (__doc__ or "").split("\n\n")[0], ScoreConfig)
 
 
 def main(args: argparse.Namespace, nightly: bool = True) -> int:

@@ -36,6 +36,7 @@ from fiqa_core.config import (
 )
 from jobs import score as score_job
 from jobs import train as train_job
+from jobs.cli import settings_parser
 
 STAGES = (
     "holdout",
@@ -119,19 +120,15 @@ class Stage:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fiqa self-train",
-        description="Run one self-training round: T0, pseudo-labels A, T1, pseudo-labels B, "
+    parser = settings_parser(
+        "fiqa self-train",
+        "Run one self-training round: T0, pseudo-labels A, T1, pseudo-labels B, "
         "student, evaluation, report.",
-        epilog="Settings: "
-        + ", ".join(RoundConfig.__dataclass_fields__)
-        + ". Role settings take a dot: teacher.epochs=3. Stages: "
-        + ", ".join(STAGES),
+        RoundConfig,
+        epilog=". Role settings take a dot: teacher.epochs=3. Stages: " + ", ".join(STAGES),
     )
-    parser.add_argument("--config", help="YAML file of round settings")
     parser.add_argument("--from-stage", choices=STAGES, help="rerun from this stage on")
     parser.add_argument("--until-stage", choices=STAGES, help="stop after this stage")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a setting")
     return parser
 
 

@@ -26,6 +26,7 @@ from fiqa_core.config import ConfigError, config_hash, config_to_dict, resolve_c
 from fiqa_core.images import DEFAULT_MAX_PIXELS
 from fiqa_core.metrics import evaluate
 from fiqa_core.tables import check_shard_schema, read_labels, split_labels, write_parquet
+from jobs.cli import settings_parser
 
 
 @dataclass(frozen=True)
@@ -82,14 +83,9 @@ class TrainingFailed(RuntimeError):
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fiqa train",
-        description="Train a preset (teacher or student) with Ray Train.",
-        epilog="Settings: " + ", ".join(TrainConfig.__dataclass_fields__),
+    return settings_parser(
+        "fiqa train", "Train a preset (teacher or student) with Ray Train.", TrainConfig
     )
-    parser.add_argument("--config", help="YAML file of settings")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a setting")
-    return parser
 
 
 def main(args: argparse.Namespace) -> int:
