@@ -1,7 +1,8 @@
 """fiqa_core: face image quality models, preprocessing, metrics and scoring. Never imports Ray.
 
 Names are imported lazily, so a Ray Data CPU stage that needs only ``fiqa_core.images``
-(numpy + PIL) does not pay for importing torch and timm in every fresh worker process.
+(numpy + PIL) does not pay for importing torch and timm in every fresh worker process, and
+reading a checkpoint's config (``read_checkpoint_config``) or the presets imports no torch.
 """
 
 import importlib
@@ -9,20 +10,24 @@ import importlib
 _EXPORTS = {
     "Calibration": "calibration",
     "fit_logistic": "calibration",
-    "CheckpointConfig": "checkpoint",
+    "CheckpointConfig": "checkpoint_config",
     "load_checkpoint": "checkpoint",
-    "read_checkpoint_config": "checkpoint",
+    "read_checkpoint_config": "checkpoint_config",
     "save_checkpoint": "checkpoint",
+    "ConfigError": "errors",
+    "FiqaError": "errors",
+    "InputError": "errors",
+    "NotFoundError": "errors",
     "ModelCost": "cost",
     "model_cost": "cost",
     "Decoded": "images",
     "decode_image": "images",
-    "normalize_batch": "images",
+    "normalize_batch": "scorer",
     "prepare_image": "images",
     "plcc_loss": "losses",
     "quality_loss": "losses",
     "evaluate": "metrics",
-    "Preprocessing": "models",
+    "Preprocessing": "preprocessing",
     "create_model": "models",
     "Preset": "presets",
     "get_preset": "presets",

@@ -13,7 +13,6 @@ import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.optimize import OptimizeWarning, curve_fit
 
 
 def logistic4(x, b1, b2, b3, b4):
@@ -50,6 +49,8 @@ def fit_logistic(raw, labels, maxfev: int = 20000) -> Calibration:
     Raises:
         ValueError: fewer than 4 finite pairs, or constant predictions (nothing to fit).
     """
+    from scipy.optimize import OptimizeWarning, curve_fit  # only fitting needs scipy
+
     x = np.asarray(raw, dtype=np.float64).ravel()
     y = np.asarray(labels, dtype=np.float64).ravel()
     if x.shape != y.shape:

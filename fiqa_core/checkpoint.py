@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
-from dataclasses import dataclass, field
 from importlib import metadata
 
 from safetensors.torch import load as load_safetensors
@@ -19,69 +17,17 @@ from torch import nn
 
 from . import storage
 from .calibration import Calibration
-from .models import Preprocessing, create_model
-from .weights import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS, load_weights
+from .checkpoint_config import (
+    CHECKPOINT_WEIGHTS,
+    CheckpointConfig,
+    read_checkpoint_config,
+    write_checkpoint_config,
+)
+from .errors import InputError
+from .models import create_model
+from .weights import load_weights
 
-FORMAT = "fiqa-checkpoint/1"
-
-
-@dataclass(frozen=True)
-class CheckpointConfig:
-    """What ``config.json`` holds.
-
-    Attributes:
-        id: ``<preset>-<first 12 hex of the weights' SHA-256>``; the ``model`` column of scores.
-        preset: Preset name.
-        preprocessing: Input size and normalisation the model was trained with.
-        calibration: Logistic from raw outputs to the label scale (fitted on training data).
-        metrics: Validation metrics at save time.
-        lineage: Which labels and shards trained it, config hash, epoch, etc.
-        weights_sha256: Checksum of ``model.safetensors``.
-        created: UTC timestamp (ISO 8601).
-        fiqa_version: Package version that wrote it.
-    """
-
-    id: str
-    preset: str
-    preprocessing: Preprocessing
-    calibration: Calibration | None = None
-    metrics: dict = field(default_factory=dict)
-    lineage: dict = field(default_factory=dict)
-    weights_sha256: str = ""
-    created: str = ""
-    fiqa_version: str = ""
-
-    def to_dict(self) -> dict:
-        return {
-            "format": FORMAT,
-            "id": self.id,
-            "preset": self.preset,
-            "preprocessing": self.preprocessing.to_dict(),
-            "calibration": self.calibration.to_dict() if self.calibration else None,
-            "metrics": self.metrics,
-            "lineage": self.lineage,
-            "weights_sha256": self.weights_sha256,
-            "created": self.created,
-            "fiqa_version": self.fiqa_version,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "config.json") -> CheckpointConfig:
-        if d.get("format") != FORMAT:
-            raise ValueError(f"{source}: format {d.get('format')!r} is not {FORMAT!r}")
-        cal = d.get("calibration")
-        return cls(
-            id=d["id"],
-            preset=d["preset"],
-            preprocessing=Preprocessing.from_dict(d["preprocessing"]),
-            calibration=Calibration.from_dict(cal) if cal else None,
-            metrics=d.get("metrics") or {},
-            lineage=d.get("lineage") or {},
-            weights_sha256=d.get("weights_sha256", ""),
-            created=d.get("created", ""),
-            fiqa_version=d.get("fiqa_version", ""),
-        )
-
+__all__ = ["CheckpointConfig", "load_checkpoint", "read_checkpoint_config", "save_checkpoint"]
 
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The plain model inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``)."""
@@ -119,20 +65,8 @@ def save_checkpoint(
         fiqa_version=_version(),
     )
     storage.write_bytes(storage.join(uri, CHECKPOINT_WEIGHTS), blob)
-    storage.write_bytes(
-        storage.join(uri, CHECKPOINT_CONFIG), json.dumps(config.to_dict(), indent=2).encode()
-    )
+    write_checkpoint_config(uri, config)
     return config
-
-
-def read_checkpoint_config(uri: str) -> CheckpointConfig:
-    path = storage.join(uri, CHECKPOINT_CONFIG)
-    if not storage.exists(path):
-        raise FileNotFoundError(
-            f"{uri}: not a fiqa checkpoint ({CHECKPOINT_CONFIG} missing; an interrupted save "
-            "writes it last, so the directory is incomplete)"
-        )
-    return CheckpointConfig.from_dict(json.loads(storage.read_bytes(path)), path)
 
 
 def load_checkpoint(uri: str) -> tuple[nn.Module, CheckpointConfig]:
@@ -141,7 +75,7 @@ def load_checkpoint(uri: str) -> tuple[nn.Module, CheckpointConfig]:
     blob = storage.read_bytes(storage.join(uri, CHECKPOINT_WEIGHTS))
     sha = hashlib.sha256(blob).hexdigest()
     if config.weights_sha256 and sha != config.weights_sha256:
-        raise ValueError(
+        raise InputError(
             f"{uri}: {CHECKPOINT_WEIGHTS} checksum {sha[:12]} does not match config.json "
             f"({config.weights_sha256[:12]}); the checkpoint is corrupt or was half-overwritten"
         )

@@ -1,7 +1,10 @@
 """Configuration as data: dataclass defaults, then a YAML file, then ``key=value`` overrides.
 
-The resolved config is frozen before use and written beside a job's outputs, so every
-run can be reproduced from that file alone.
+Each setting is declared once with :func:`setting`: its default, its help text (what
+``--help`` shows) and what kind of setting it is — ``operational`` (changes how a run
+executes, not what it computes: left out of result hashes) or ``cache`` (determines a
+training job's decoded-image cache). The resolved config is frozen before use and written
+beside a job's outputs, so every run can be reproduced from that file alone.
 """
 
 from __future__ import annotations
@@ -17,13 +20,61 @@ from typing import Any, TypeVar
 import yaml
 
 from . import storage
+from .errors import ConfigError
 
 C = TypeVar("C")
 
 
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or of the wrong type."""
+def setting(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    factory: Any = dataclasses.MISSING,
+    operational: bool = False,
+    cache: bool = False,
+) -> Any:
+    """A config dataclass field that documents itself.
 
+    Args:
+        default: The default; omit it for a required setting.
+        help: One line for ``--help``: what the setting means (and what an unset value does).
+        factory: A default factory instead of ``default`` (lists, mappings).
+        operational: How the run executes (workers, batch sizes, address), not what it
+            computes: excluded from the hashes that decide whether a result is up to date.
+        cache: Part of the key of a training job's decoded-image cache.
+    """
+    metadata = {"help": help, "operational": operational, "cache": cache}
+    return dataclasses.field(default=default, default_factory=factory, metadata=metadata)
+
+
+def settings_where(cls, kind: str) -> tuple[str, ...]:
+    """Names of the settings of ``cls`` declared with ``kind`` (``operational`` or ``cache``)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get(kind))
+
+
+def describe_settings(cls) -> list[tuple[str, str, str, str]]:
+    """``(name, type, default, help)`` for every setting, for ``--help``."""
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            default = "required"
+        else:
+            value = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            default = "default: " + ("unset" if value is None else json.dumps(value))
+        rows.append((f.name, _type_name(hints[f.name]), default, f.metadata.get("help", "")))
+    return rows
+
+
+def _type_name(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args if a is not type(None))
+    if origin is list:
+        return f"list[{_type_name(args[0])}]" if args else "list"
+    if origin is dict or hint is dict:
+        return "mapping"
+    return getattr(hint, "__name__", str(hint))
 
 def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
     origin = typing.get_origin(hint)
@@ -140,8 +191,19 @@ def config_to_dict(config) -> dict:
     return dataclasses.asdict(config)
 
 
-def config_hash(config, exclude: tuple[str, ...] = ()) -> str:
-    """Stable hash of the settings that determine a result (``exclude`` the operational ones)."""
+def result_settings(config) -> dict:
+    """The settings that determine a run's result: all but the operational ones."""
+    skip = settings_where(type(config), "operational")
+    return {k: v for k, v in config_to_dict(config).items() if k not in skip}
+
+
+def config_hash(config, exclude: tuple[str, ...] | None = None) -> str:
+    """Stable hash of the settings that determine a result.
+
+    ``exclude`` defaults to the config's operational settings.
+    """
+    if exclude is None:
+        exclude = settings_where(type(config), "operational")
     d = {k: v for k, v in config_to_dict(config).items() if k not in exclude}
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 

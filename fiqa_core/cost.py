@@ -31,8 +31,10 @@ def model_cost(preset: str, image_size: int | None = None) -> ModelCost:
     Uses fvcore's FlopCountAnalysis, which counts one multiply-accumulate as one "flop",
     the unit of the challenge's 0.5 GFLOPs limit.
     """
+    from .extras import require
     from .models import create_model
 
+    require("fvcore")
     model = create_model(preset, image_size=image_size)
     size = model.preprocessing.size
     params = sum(p.numel() for p in model.parameters())

@@ -17,20 +17,13 @@ def predict_table(scorer, labels: pd.DataFrame, batch: int = 256, threads: int =
     parts = []
     for start in range(0, len(labels), batch):
         chunk = labels.iloc[start : start + batch]
-        decoded = load_images(list(chunk["path"]), scorer.prepare, threads)
-        ok = np.array([d.ok for d in decoded], dtype=bool)
-        raw = np.full(len(chunk), np.nan)
-        if ok.any():
-            raw[ok] = scorer.score_pixels(np.stack([d.image for d in decoded if d.ok]))
+        scores = scorer.score_decoded(load_images(list(chunk["path"]), scorer.prepare, threads))
         parts.append(
             pd.DataFrame(
                 {
                     "path": chunk["path"].to_numpy(),
                     "label": chunk["score"].to_numpy(dtype=np.float64),
-                    "raw_score": raw,
-                    "score": scorer.calibrate(raw),
-                    "status": [d.status for d in decoded],
-                    "error": [d.error for d in decoded],
+                    **{k: scores[k] for k in ("raw_score", "score", "status", "error")},
                     "model": scorer.model_id,
                 }
             )

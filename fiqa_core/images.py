@@ -257,23 +257,21 @@ def prepare_image(
     )
 
 
-def normalize_batch(batch, mean, std, device=None, channels_last: bool = False):
-    """uint8 NHWC (numpy or torch) -> normalised float32 NCHW tensor on ``device``.
-
-    Normalising after the transfer moves 4x fewer bytes to an accelerator.
-    """
-    import torch
-
-    x = torch.as_tensor(batch)
-    if device is not None:
-        x = x.to(device, non_blocking=True)
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    x = (x - m).div_(s)
-    return x.contiguous(
-        memory_format=torch.channels_last if channels_last else torch.contiguous_format
-    )
+def stack_decoded(decoded, size: int) -> dict[str, np.ndarray]:
+    """Prepared results as batch columns: ``pixels`` (N x S x S x 3 uint8, zeros where the
+    image was refused), ``status``, ``error``, ``width`` and ``height``."""
+    pixels = np.zeros((len(decoded), size, size, 3), dtype=np.uint8)
+    for i, d in enumerate(decoded):
+        if d.ok:
+            pixels[i] = d.image
+    column = lambda name: np.array([getattr(d, name) for d in decoded], dtype=object)  # noqa: E731
+    return {
+        "pixels": pixels,
+        "status": column("status"),
+        "error": column("error"),
+        "width": column("width"),
+        "height": column("height"),
+    }
 
 
 def decode_resized(

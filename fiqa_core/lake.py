@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import fsspec
 
 from . import storage
+from .errors import NotFoundError
 from .images import Decoded
 
 IMAGE_EXTENSIONS = frozenset(
@@ -83,7 +84,7 @@ def list_top(uri: str) -> tuple[list[dict], list[str]]:
     """One level under the root: (file rows, subdirectory paths) — the listing's partitions."""
     fs, root, pattern = split_root(uri)
     if not fs.exists(root):
-        raise FileNotFoundError(f"{uri}: no such folder or prefix")
+        raise NotFoundError(f"{uri}: no such folder or prefix")
     if fs.isfile(root):
         return [_row(fs, fs.info(root), uri)], []
     files, dirs = [], []

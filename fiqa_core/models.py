@@ -6,30 +6,15 @@ load without renaming (see :mod:`fiqa_core.weights`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import timm
 import torch
 import torchvision
 from torch import nn
 
+from .preprocessing import Preprocessing, check_image_size
 from .presets import Preset, get_preset
 
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How images must be prepared for a model: short side -> size, size x size crop, normalise."""
-
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def to_dict(self) -> dict:
-        return {"size": self.size, "mean": list(self.mean), "std": list(self.std)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Preprocessing:
-        return cls(size=int(d["size"]), mean=tuple(d["mean"]), std=tuple(d["std"]))
+__all__ = ["EdgeNeXtQuality", "Preprocessing", "SwinQuality", "create_model"]
 
 
 def _quality_head(in_features: int) -> nn.Sequential:
@@ -114,14 +99,12 @@ def create_model(
         The model in eval mode, with ``model.preset`` and ``model.preprocessing`` set.
     """
     p = preset if isinstance(preset, Preset) else get_preset(preset)
-    model = p.builder(pretrained)
+    check_image_size(int(image_size or p.image_size))
+    model = p.build(pretrained)
     if weights is not None:
-        from .weights import load_weights  # local import: weights imports this module
+        from .weights import load_weights
 
         load_weights(model, weights)
-    size = int(image_size or p.image_size)
-    if size < 32 or size % 32:
-        raise ValueError(f"image_size must be a positive multiple of 32, got {size}")
     model.preset = p.name
-    model.preprocessing = Preprocessing(size=size, mean=p.mean, std=p.std)
+    model.preprocessing = p.preprocessing(image_size)
     return model.eval()

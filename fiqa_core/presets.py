@@ -1,20 +1,18 @@
-"""Model presets: an architecture tied to the preprocessing it was trained with.
+"""Model presets: an architecture tied to the preprocessing it was trained with, as data.
 
-A preset name is all a job needs to build a model and feed it correctly, the way a
-timm pretrained config carries input size, mean and std beside the weights.
+A preset name is all a job needs to build a model and feed it correctly, the way a timm
+pretrained config carries input size, mean and std beside the weights. The builder is
+named (``module:attribute``) and imported only when a model is built, so reading presets
+costs no torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+import importlib
+from dataclasses import dataclass
 
-if TYPE_CHECKING:
-    from torch import nn
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .errors import ConfigError
+from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 
 @dataclass(frozen=True)
@@ -23,7 +21,7 @@ class Preset:
 
     Attributes:
         name: Registry name, e.g. ``student-edgenext-xxs``.
-        builder: Returns the model given ``pretrained``; ImageNet weights for the backbone.
+        builder: ``module:callable`` that returns the model given ``pretrained``.
         image_size: Default square input size S (short side resized to S, then SxS crop).
         mean: Normalisation mean, RGB, on the 0..1 scale.
         std: Normalisation std, RGB.
@@ -33,13 +31,21 @@ class Preset:
     """
 
     name: str
-    builder: Callable[[bool], nn.Module] = field(repr=False)  # noqa: F821
+    builder: str
     image_size: int
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     selection_metric: str = "srcc"
     role: str = "teacher"
     description: str = ""
+
+    def preprocessing(self, image_size: int | None = None) -> Preprocessing:
+        return Preprocessing(size=int(image_size or self.image_size), mean=self.mean, std=self.std)
+
+    def build(self, pretrained: bool):
+        """The untrained (or ImageNet-initialised) model; imports torch and the builder."""
+        module, _, attr = self.builder.partition(":")
+        return getattr(importlib.import_module(module), attr)(pretrained)
 
 
 _PRESETS: dict[str, Preset] = {}
@@ -60,40 +66,15 @@ def get_preset(name: str) -> Preset:
     try:
         return _PRESETS[name]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown preset {name!r} (known presets: {', '.join(list_presets())})"
         ) from None
 
 
-def _student(pretrained: bool) -> nn.Module:
-    from .models import EdgeNeXtQuality  # torch and timm load only when a model is built
-
-    return EdgeNeXtQuality(pretrained)
-
-
-def _teacher(pretrained: bool) -> nn.Module:
-    from .models import SwinQuality
-
-    return SwinQuality(pretrained)
-
-
-register_preset(
-    Preset(
-        name="student-edgenext-xxs",
-        builder=_student,
-        image_size=352,
-        selection_metric="challenge",
-        role="student",
-        description="EdgeNeXt-XXS student, 1.18 M params, 0.49 GMACs at 352 px",
-    )
-)
-register_preset(
-    Preset(
-        name="teacher-swin-b",
-        builder=_teacher,
-        image_size=448,
-        selection_metric="srcc",
-        role="teacher",
-        description="Swin-B teacher, 86.9 M params, 61.9 GMACs at 448 px",
-    )
-)
+# name, builder, default input size; what picks the best epoch, role, one line for fiqa info
+register_preset(Preset("student-edgenext-xxs", "fiqa_core.models:EdgeNeXtQuality", 352,
+                       selection_metric="challenge", role="student",
+                       description="EdgeNeXt-XXS student, 1.18 M params, 0.49 GMACs at 352 px"))
+register_preset(Preset("teacher-swin-b", "fiqa_core.models:SwinQuality", 448,
+                       selection_metric="srcc", role="teacher",
+                       description="Swin-B teacher, 86.9 M params, 61.9 GMACs at 448 px"))

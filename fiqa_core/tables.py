@@ -15,12 +15,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from . import storage
+from .errors import InputError
 
 LABEL_COLUMNS = ("path", "score")
 PSEUDO_COLUMNS = ("path", "score", "status")
 
 
-class TableError(ValueError):
+class TableError(InputError):
     """A label or shard table cannot be used as given; the message says what to fix."""
 
 

@@ -1,14 +1,17 @@
-"""Framework-free training and evaluation steps; the Ray Train job calls these per batch."""
+"""Framework-free training steps; the Ray Train job calls these per batch.
+
+Predictions (validation, calibration) go through :class:`fiqa_core.Scorer`, the same code
+that scores a lake.
+"""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
-from .images import normalize_batch
 from .losses import quality_loss
-from .models import Preprocessing
+from .preprocessing import Preprocessing
+from .scorer import autocast, model_inputs
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -18,12 +21,6 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.o
 def build_scheduler(optimizer, step_epochs: int, gamma: float):
     """StepLR stepped once per epoch."""
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_epochs, gamma=gamma)
-
-
-def _inputs(pixels, pre: Preprocessing, device: torch.device) -> torch.Tensor:
-    return normalize_batch(
-        pixels, pre.mean, pre.std, device=device, channels_last=device.type == "cuda"
-    )
 
 
 def train_step(
@@ -39,25 +36,15 @@ def train_step(
 
     The loss stays on the device: reading it every step would stall an accelerator.
     """
-    x = _inputs(pixels, pre, device)
+    x = model_inputs(pixels, pre, device)
     y = torch.as_tensor(scores, dtype=torch.float32).to(device, non_blocking=True)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+    with autocast(device, amp):
         pred = model(x)
     loss = quality_loss(pred.float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return loss.detach()
-
-
-@torch.inference_mode()
-def predict(
-    model: nn.Module, pixels, pre: Preprocessing, device: torch.device, amp: bool = True
-) -> np.ndarray:
-    """Raw outputs for a uint8 NHWC batch (model must be in eval mode)."""
-    x = _inputs(pixels, pre, device)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-        return model(x).float().cpu().numpy().astype(np.float64)
 
 
 def selection_score(metrics: dict, selection_metric: str) -> float:
@@ -69,10 +56,4 @@ def selection_score(metrics: dict, selection_metric: str) -> float:
     raise ValueError(f"unknown selection metric {selection_metric!r}")
 
 
-__all__ = [
-    "build_optimizer",
-    "build_scheduler",
-    "predict",
-    "selection_score",
-    "train_step",
-]
+__all__ = ["build_optimizer", "build_scheduler", "selection_score", "train_step"]

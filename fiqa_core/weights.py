@@ -14,12 +14,11 @@ from safetensors.torch import load as load_safetensors
 from torch import nn
 
 from . import storage
+from .checkpoint_config import CHECKPOINT_WEIGHTS
+from .errors import InputError, NotFoundError
 
-CHECKPOINT_WEIGHTS = "model.safetensors"
-CHECKPOINT_CONFIG = "config.json"
 
-
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(InputError):
     """A state dict does not fit the model; the message lists the offending keys."""
 
 
@@ -33,14 +32,14 @@ def read_state_dict(source: str) -> dict[str, torch.Tensor]:
     if storage.isdir(source) or storage.exists(storage.join(source, CHECKPOINT_WEIGHTS)):
         return load_safetensors(storage.read_bytes(storage.join(source, CHECKPOINT_WEIGHTS)))
     if not storage.exists(source):
-        raise FileNotFoundError(f"{source}: no such weights file or checkpoint directory")
+        raise NotFoundError(f"{source}: no such weights file or checkpoint directory")
     data = storage.read_bytes(source)
     if source.endswith(".safetensors"):
         return load_safetensors(data)
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(
+        raise InputError(
             f"{source}: not a loadable PyTorch state dict ({type(e).__name__}: {e}); "
             "expected a .safetensors file, a fiqa checkpoint directory, or a torch.save'd "
             "state_dict / {'model_state_dict': ...}"
@@ -53,7 +52,7 @@ def unwrap_state_dict(obj: object, source: str = "checkpoint") -> dict[str, torc
     if isinstance(obj, dict) and "model_state_dict" in obj:
         obj = obj["model_state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(
+        raise InputError(
             f"{source}: expected a state_dict (name -> tensor) or {{'model_state_dict': ...}}, "
             f"got {type(obj).__name__}"
         )

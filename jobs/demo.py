@@ -1,17 +1,19 @@
 """``fiqa demo``: a whole self-training round on data made here, on a local Ray.
 
-    fiqa demo [--output runs/demo] [--labeled 640] [teacher.epochs=3 ...]
+    fiqa demo [output=runs/demo] [labeled=640] [teacher.epochs=3 ...]
 
 Builds a labeled set, a held-out test set and two unlabeled sets from the photographs
 bundled with scikit-image, degraded at random severities (see
-:mod:`fiqa_core.synthetic`: label = 5 - 4 * severity), then runs ``fiqa self-train`` on
+:mod:`jobs.demo_data`: label = 5 - 4 * severity), then runs ``fiqa self-train`` on
 them at a reduced image size and prints each model's held-out SRCC and where the report
 is. Nothing is downloaded: models start from random weights.
 
 On a CPU-only machine the teachers use the student's architecture (self-training with a
 same-size "noisy student" teacher): Swin-B trains at a few images/s on two cores. With a
-GPU, ``--teacher auto`` picks the paper's Swin-B teacher. The round's config is written to
-``<output>/round.yaml``, so ``fiqa self-train --config <output>/round.yaml`` continues it.
+GPU, ``teacher=auto`` picks the paper's Swin-B teacher. Any other ``key=value`` is a
+setting of the round (``fiqa self-train``), e.g. ``student.epochs=3``. The round's config
+is written to ``<output>/round.yaml``, so ``fiqa self-train --config <output>/round.yaml``
+continues it.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import dataclass
 
 from fiqa_core import storage
-from fiqa_core.config import ConfigError, parse_overrides
+from fiqa_core.config import parse_overrides, resolve_config, setting
+from jobs.cli import overrides_of, run_job, settings_parser
 
 # the demo's round: small images from scratch, so a higher learning rate than the paper's
 ROUND_DEFAULTS = {
@@ -38,31 +42,39 @@ ROUND_DEFAULTS = {
 }
 
 
+@dataclass(frozen=True)
+class DemoConfig:
+    output: str = setting("runs/demo", "where the demo data and the round go")
+    labeled: int = setting(640, "labeled images")
+    test: int = setting(160, "held-out labeled images")
+    unlabeled: int = setting(640, "images in each of the unlabeled sets A and B")
+    seed: int = setting(0, "seed of the demo data")
+    teacher: str = setting("auto", "teacher preset; auto: teacher-swin-b with a GPU, else "
+                           "student-edgenext-xxs")
+
+
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fiqa demo",
-        description="Run a whole self-training round on demo data made from bundled photos.",
+    return settings_parser(
+        "fiqa demo", (__doc__ or "").strip(), DemoConfig,
+        epilog="Any other KEY=VALUE is a round setting (fiqa self-train --help lists them).",
     )
-    parser.add_argument("--output", default="runs/demo", help="where data and round go")
-    parser.add_argument("--labeled", type=int, default=640, help="labeled images")
-    parser.add_argument("--test", type=int, default=160, help="held-out labeled images")
-    parser.add_argument("--unlabeled", type=int, default=640, help="images in each of A and B")
-    parser.add_argument("--seed", type=int, default=0, help="data seed")
-    parser.add_argument(
-        "--teacher", default="auto",
-        help="teacher preset; auto: teacher-swin-b with a GPU, else student-edgenext-xxs",
-    )
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="round settings, e.g. teacher.epochs=3")
-    return parser
 
 
-def make_data(args: argparse.Namespace, data_dir: str):
+def split_settings(args: argparse.Namespace) -> tuple[DemoConfig, list[str]]:
+    """The demo's own settings, and the rest: the round's (``student.epochs=3``)."""
+    own, round_settings = [], []
+    for item in overrides_of(args):
+        key = item.partition("=")[0].strip()
+        (own if key in DemoConfig.__dataclass_fields__ else round_settings).append(item)
+    return resolve_config(DemoConfig, args.config, own), round_settings
+
+
+def make_data(demo: DemoConfig, data_dir: str):
     """Write the demo sets, unless the same ones are already there (a rerun then skips)."""
-    from fiqa_core.synthetic import DemoSets, write_demo_sets
+    from jobs.demo_data import DemoSets, write_demo_sets
 
-    spec = {"labeled": args.labeled, "test": args.test, "unlabeled": args.unlabeled,
-            "seed": args.seed}
+    spec = {"labeled": demo.labeled, "test": demo.test, "unlabeled": demo.unlabeled,
+            "seed": demo.seed}
     marker = os.path.join(data_dir, "demo_data.json")
     if os.path.exists(marker):
         with open(marker) as f:
@@ -74,8 +86,8 @@ def make_data(args: argparse.Namespace, data_dir: str):
 
         shutil.rmtree(data_dir)
     print(f"fiqa demo: writing demo images to {data_dir}", flush=True)
-    sets = write_demo_sets(data_dir, args.labeled, args.test, args.unlabeled, args.unlabeled,
-                           args.seed)
+    sets = write_demo_sets(data_dir, demo.labeled, demo.test, demo.unlabeled, demo.unlabeled,
+                           demo.seed)
     storage.write_bytes(marker, json.dumps({"spec": spec, "sets": sets.__dict__}).encode())
     return sets
 
@@ -88,7 +100,7 @@ def teacher_preset(choice: str) -> str:
     return "teacher-swin-b" if torch.cuda.is_available() else "student-edgenext-xxs"
 
 
-def round_overrides(args: argparse.Namespace, sets, output: str) -> list[str]:
+def round_overrides(demo: DemoConfig, round_settings: list[str], sets, output: str) -> list[str]:
     values = {
         "labels": sets.labels,
         "test_labels": sets.test_labels,
@@ -97,34 +109,26 @@ def round_overrides(args: argparse.Namespace, sets, output: str) -> list[str]:
         "truth": sets.truth,
         "output": os.path.join(output, "round"),
         "title": "fiqa demo round",
-        "teacher.preset": teacher_preset(args.teacher),
+        "teacher.preset": teacher_preset(demo.teacher),
         **ROUND_DEFAULTS,
     }
-    values.update(parse_overrides(args.overrides))
+    values.update(parse_overrides(round_settings))
     return [f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in values.items()]
 
 
-def main(args: argparse.Namespace) -> int:
-    import logging
+def run(demo: DemoConfig, round_settings: list[str]) -> None:
     import time
 
     from fiqa_core import read_checkpoint_config
-    from fiqa_core.config import resolve_config
     from jobs import self_train
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     t0 = time.time()
-    output = os.path.abspath(args.output)
-    try:
-        sets = make_data(args, os.path.join(output, "data"))
-        cfg = resolve_config(self_train.RoundConfig, None, round_overrides(args, sets, output))
-        self_train.run(cfg)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"fiqa demo: error: {e}")
-        return 2
-    except self_train.StageFailed as e:
-        print(f"fiqa demo: {e}")
-        return 1
+    output = os.path.abspath(demo.output)
+    sets = make_data(demo, os.path.join(output, "data"))
+    cfg = resolve_config(
+        self_train.RoundConfig, None, round_overrides(demo, round_settings, sets, output)
+    )
+    self_train.run(cfg)
     paths = self_train.layout(self_train.absolute_paths(cfg))
     metrics = json.loads(storage.read_bytes(paths["metrics"]))
     student = read_checkpoint_config(paths["student"]).lineage["history"]
@@ -139,7 +143,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"fiqa demo: report: {paths['report']}")
     print(f"fiqa demo: continue this round with: fiqa self-train --config "
           f"{storage.join(cfg.output, 'round.yaml')}")
-    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return run_job("fiqa demo", lambda: run(*split_settings(args)))
 
 
 if __name__ == "__main__":

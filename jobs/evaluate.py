@@ -1,11 +1,11 @@
 """``fiqa evaluate``: a checkpoint's metrics on a labels table, and its compute cost.
 
-    fiqa evaluate --model models/student --labels data/test.csv [--json] [--output preds.parquet]
+    fiqa evaluate model=models/student labels=data/test.csv [json=true] [output=preds.parquet]
 
 SRCC, PLCC, KRCC and RMSE (after the 4-parameter logistic fit), the challenge score
 (SRCC + PLCC) / 2, RMSE with the model's own calibration, and the model's parameters and
 GMACs at its input size against the challenge limit (<= 0.5 GMACs, <= 5 M parameters).
-Runs in this process, on a GPU when there is one; ``--address`` runs it as a Ray task on a
+Runs in this process, on a GPU when there is one; ``address`` runs it as a Ray task on a
 cluster instead (on a GPU node when the cluster has one).
 """
 
@@ -13,51 +13,61 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 
-from fiqa_core.tables import TableError
+from fiqa_core.config import resolve_config, setting
+from jobs.cli import overrides_of, run_job, settings_parser
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    model: str = setting(help="checkpoint directory (path or URI)")
+    labels: str = setting(help="labels table: path, score (CSV/Parquet)")
+    images_root: str | None = setting(None, "relative label paths are under this; unset: the "
+                                      "table's folder")
+    output: str | None = setting(None, "write one prediction row per image to this Parquet")
+    json: bool = setting(False, "print the result as JSON")
+    address: str | None = setting(None, "run as a Ray task on this cluster ('auto': "
+                                  "RAY_ADDRESS); unset: in this process")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fiqa evaluate", description=(__doc__ or "").split("\n\n")[0].strip("`")
-    )
-    parser.add_argument("--model", required=True, help="checkpoint directory (path or URI)")
-    parser.add_argument("--labels", required=True, help="labels table: path, score (CSV/Parquet)")
-    parser.add_argument("--images-root", help="relative label paths are under this")
-    parser.add_argument("--output", help="write one prediction row per image to this Parquet")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--address", help="run as a Ray task on this cluster ('auto': RAY_ADDRESS)")
-    return parser
+    return settings_parser("fiqa evaluate", (__doc__ or "").strip(), EvaluateConfig)
 
 
-def evaluate_on(args: argparse.Namespace):
+def evaluate_on(cfg: EvaluateConfig):
     from fiqa_core.evaluation import evaluate_checkpoint
+    from fiqa_core.extras import require
 
-    if not args.address:
-        return evaluate_checkpoint(args.model, args.labels, args.images_root)
+    require("fvcore")  # the cost comes last: fail before the predictions, not after
+    if not cfg.address:
+        return evaluate_checkpoint(cfg.model, cfg.labels, cfg.images_root)
     import ray
 
     from jobs.ray_env import cluster_has_gpus, init_ray
 
-    init_ray(None if args.address == "auto" else args.address)
+    init_ray(None if cfg.address == "auto" else cfg.address)
     gpu = cluster_has_gpus()
     task = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0)(evaluate_checkpoint)
-    return ray.get(task.remote(args.model, args.labels, args.images_root, "cuda" if gpu else "cpu"))
+    return ray.get(task.remote(cfg.model, cfg.labels, cfg.images_root, "cuda" if gpu else "cpu"))
 
 
-def main(args: argparse.Namespace) -> int:
+def run(cfg: EvaluateConfig) -> dict:
     from fiqa_core.evaluation import format_result
     from fiqa_core.tables import write_parquet
 
-    try:
-        result, pred = evaluate_on(args)
-    except (TableError, FileNotFoundError, ValueError) as e:
-        print(f"fiqa evaluate: error: {e}")
-        return 2
-    if args.output:
-        write_parquet(pred, args.output)
-    print(json.dumps(result, indent=2) if args.json else format_result(result))
-    return 0
+    result, pred = evaluate_on(cfg)
+    if cfg.output:
+        write_parquet(pred, cfg.output)
+    print(json.dumps(result, indent=2) if cfg.json else format_result(result))
+    return result
+
+
+def main(args: argparse.Namespace) -> int:
+    return run_job(
+        "fiqa evaluate",
+        lambda: run(resolve_config(EvaluateConfig, args.config, overrides_of(args))),
+    )
 
 
 if __name__ == "__main__":

@@ -5,18 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+from dataclasses import dataclass
 from importlib import metadata
+
+from fiqa_core.config import resolve_config, setting
+from jobs.cli import overrides_of, run_job, settings_parser
 
 PACKAGES = ("fiqa", "torch", "torchvision", "timm", "ray", "pyarrow", "numpy", "pillow")
 
 
+@dataclass(frozen=True)
+class InfoConfig:
+    json: bool = setting(False, "machine-readable output")
+    cost: bool = setting(False, "also count parameters and GMACs per preset (slower; needs "
+                         "the cost extra)")
+
+
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fiqa info", description=__doc__)
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument(
-        "--cost", action="store_true", help="also count parameters and GMACs per preset (slower)"
-    )
-    return parser
+    return settings_parser("fiqa info", __doc__ or "", InfoConfig)
 
 
 def collect(with_cost: bool = False) -> dict:
@@ -53,10 +59,15 @@ def collect(with_cost: bool = False) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
-    info = collect(with_cost=args.cost)
-    if args.json:
+    return run_job("fiqa info", lambda: show(resolve_config(InfoConfig, args.config,
+                                                            overrides_of(args))))
+
+
+def show(cfg: InfoConfig) -> None:
+    info = collect(with_cost=cfg.cost)
+    if cfg.json:
         print(json.dumps(info, indent=2))
-        return 0
+        return
     print(
         "versions: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in info["versions"].items())
     )
@@ -69,7 +80,6 @@ def main(args: argparse.Namespace) -> int:
             f"std {p['std']}, best by {p['selection_metric']}{cost}"
         )
         print(f"  {'':<22} {p['description']}")
-    return 0
 
 
 if __name__ == "__main__":

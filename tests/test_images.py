@@ -6,10 +6,10 @@ from torchvision import transforms as T
 from fiqa_core.images import (
     STATUSES,
     decode_image,
-    normalize_batch,
     prepare_image,
     resize_crop,
 )
+from fiqa_core.scorer import normalize_batch
 from tests import imagegen
 
 

@@ -65,7 +65,7 @@ def test_teacher_architecture_and_size():
     assert model.preprocessing.size == 448
 
 
-@pytest.mark.parametrize("preset", [STUDENT, TEACHER])
+@pytest.mark.parametrize("preset", list_presets())
 def test_forward_backward_at_small_size(preset):
     model = create_model(preset, image_size=64).train()
     x = torch.randn(2, 3, 64, 64)

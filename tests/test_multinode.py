@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from fiqa_core import Calibration, create_model, save_checkpoint
-from fiqa_core.synthetic import load_photos, write_images
+from jobs.demo_data import load_photos, write_images
 from tests.helpers import ROOT, LocalCluster
 
 EXCLUDES = [".venv/", ".git/", "runs/", "**/__pycache__/", ".pytest_cache/", ".ruff_cache/"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from fiqa_core.synthetic import write_demo_sets
+from jobs.demo_data import write_demo_sets
 from tests.helpers import S3Server, environment
 
 BUCKET = "fiqa-test"

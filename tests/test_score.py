@@ -12,6 +12,7 @@ import torch
 
 from fiqa_core import Calibration, Scorer, create_model, save_checkpoint
 from fiqa_core.config import resolve_config
+from jobs import faults
 from jobs import score as score_job
 from tests import imagegen
 
@@ -148,9 +149,8 @@ def test_interrupted_runs_complete_without_duplicates(tmp_path, checkpoint, ray_
     files = image_files(lake)
     out = tmp_path / "pl"
     # a scoring actor dies mid-run: Ray restarts it and the job still completes
-    summary = score_job.run(
-        cfg(input=lake, model=checkpoint, output=out, fail_after_batches=1), nightly=False
-    )
+    with faults.inject(score_actor_dies_after_batches=1):
+        summary = score_job.run(cfg(input=lake, model=checkpoint, output=out), nightly=False)
     df = read_partition(str(out))
     assert summary["rows"] == len(files) and sorted(df["path"]) == files
     assert not (out / "_fault_injected").exists()

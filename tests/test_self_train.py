@@ -13,9 +13,9 @@ import pytest
 
 from fiqa_core import Scorer, read_checkpoint_config
 from fiqa_core.config import ConfigError, resolve_config
-from fiqa_core.synthetic import label_of, write_images
 from fiqa_core.tables import read_parquet
 from jobs import demo, self_train
+from jobs.demo_data import label_of, write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -38,10 +38,10 @@ def demo_args(out, *extra):
 
 
 def round_config(out, *extra):
-    args = demo_args(out, *extra)
-    sets = demo.make_data(args, str(Path(out) / "data"))
+    settings, round_settings = demo.split_settings(demo_args(out, *extra))
+    sets = demo.make_data(settings, str(Path(out) / "data"))
     return resolve_config(
-        self_train.RoundConfig, None, demo.round_overrides(args, sets, str(out))
+        self_train.RoundConfig, None, demo.round_overrides(settings, round_settings, sets, str(out))
     )
 
 
@@ -167,8 +167,8 @@ def test_evaluate_cli_matches_the_round(tiny_round, capsys):
 def test_evaluate_reports_a_model_over_the_limit(tmp_path, capsys):
     """Swin-B's cost is counted at its input size: far over 5 M params and 0.5 GMACs."""
     from fiqa_core import create_model, save_checkpoint
-    from fiqa_core.synthetic import load_photos
     from jobs import evaluate
+    from jobs.demo_data import load_photos
 
     rows = write_images(str(tmp_path / "img"), 6, seed=1, stream=9, photos=load_photos())
     pd.DataFrame([(f"img/{f}", s) for f, s in rows], columns=["path", "score"]).to_csv(
@@ -264,6 +264,28 @@ def test_an_interrupted_stage_resumes(tiny_round, capsys):
     assert read_checkpoint_config(record["outputs"]["checkpoint"]).id == checkpoint.id
 
 
+def test_a_failed_stage_records_its_whole_cause_and_resumes(tiny_round, monkeypatch, capsys):
+    """A bug inside a stage: the record keeps the chained traceback; a rerun resumes it."""
+    from jobs.self_train import report
+
+    _, cfg, _ = tiny_round
+
+    def broken_plot(*args, **kwargs):
+        raise RuntimeError("plot backend exploded")
+
+    monkeypatch.setattr(report, "write_report", broken_plot)
+    failure = "stage report failed: RuntimeError: plot"
+    with pytest.raises(self_train.StageFailed, match=failure) as e:
+        self_train.run(cfg, from_stage="report")
+    assert isinstance(e.value.__cause__, RuntimeError)
+    record = self_train.read_record(self_train.absolute_paths(cfg), "report")
+    assert record["status"] == "failed" and record["error"] == "RuntimeError: plot backend exploded"
+    assert record["cause"].startswith("Traceback") and "in broken_plot" in record["cause"]
+    monkeypatch.undo()
+    assert self_train.run(cfg)["report"] == "resumed"
+    assert self_train.read_record(self_train.absolute_paths(cfg), "report")["status"] == "done"
+
+
 def test_changed_student_setting_reruns_student_evaluate_report(tiny_round, capsys):
     """Runs last in this module: it changes the round."""
     out, cfg, _ = tiny_round
@@ -283,7 +305,7 @@ def test_changed_student_setting_reruns_student_evaluate_report(tiny_round, caps
 
 
 def test_demo_labels_follow_the_documented_severity_function(tmp_path):
-    from fiqa_core.synthetic import load_photos
+    from jobs.demo_data import load_photos
 
     photos = load_photos()
     rows = write_images(str(tmp_path / "a"), 6, seed=3, stream=1, photos=photos)

@@ -10,7 +10,9 @@ import pytest
 
 from fiqa_core import Scorer, read_checkpoint_config
 from fiqa_core.config import ConfigError, resolve_config
+from jobs import faults
 from jobs import train as train_job
+from jobs.cli import format_cause
 from tests import imagegen
 
 FAST = [
@@ -154,14 +156,9 @@ def test_pseudo_labels_are_counted_and_a_failed_worker_resumes(tmp_path, ray_loc
     scores[5] = float("nan")  # no usable score: not trained on
     write_pseudo_shards(tmp_path / "pseudo", images, scores, statuses)
 
-    cfg = config(
-        tmp_path,
-        "epochs=3",
-        f"pseudo_labels=[{tmp_path / 'pseudo'}]",
-        "fail_at_epoch=2",
-        "max_failures=1",
-    )
-    final = train_job.run(cfg)
+    cfg = config(tmp_path, "epochs=3", f"pseudo_labels=[{tmp_path / 'pseudo'}]", "max_failures=1")
+    with faults.inject(train_fails_at_epoch=2):
+        final = train_job.run(cfg)
     epochs = history(cfg)
     # each epoch saw every labeled training row and the 28 usable pseudo rows, once (an even
     # total: with N workers up to N-1 rows per epoch are left out so all take equal steps)
@@ -181,9 +178,14 @@ def test_interrupted_job_continues_when_rerun(tmp_path, ray_local, capsys):
     (tmp_path / "images" / "broken.jpg").write_bytes(b"")  # a bad labeled image: left out
     with open(tmp_path / "labels.csv", "a") as f:
         f.write("images/broken.jpg,3.0\n")
-    cfg = config(tmp_path, "epochs=2", "fail_at_epoch=2", "max_failures=0")
-    with pytest.raises(train_job.TrainingFailed, match="injected failure.*Rerun the same command"):
+    cfg = config(tmp_path, "epochs=2", "max_failures=0")
+    with faults.inject(train_fails_at_epoch=2), pytest.raises(
+        train_job.TrainingFailed, match="injected failure.*Rerun the same command"
+    ) as failed:
         train_job.run(cfg)
+    # the whole chained cause is kept (the CLI prints it), not only its last line
+    cause = format_cause(failed.value)
+    assert "Traceback" in cause and "in _maybe_inject_failure" in cause
     assert "1 of 25 images cannot be used and are left out" in capsys.readouterr().out
     assert not (tmp_path / "model" / "config.json").exists()
     cache = json.loads(next((tmp_path / "model.work").glob("cache-*/_SUCCESS")).read_text())
@@ -200,7 +202,7 @@ def test_interrupted_job_continues_when_rerun(tmp_path, ray_local, capsys):
 def test_shipped_configs_resolve(name):
     from pathlib import Path
 
-    path = Path(train_job.__file__).parent / "configs" / name
+    path = Path(train_job.__file__).parents[1] / "configs" / name
     cfg = resolve_config(train_job.TrainConfig, str(path), ["labels=l.csv", "output=o"])
     assert cfg.preset == ("teacher-swin-b" if "teacher" in name else "student-edgenext-xxs")
     assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.seed) == (

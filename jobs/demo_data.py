@@ -36,6 +36,9 @@ def label_of(severity):
 
 def load_photos() -> list[np.ndarray]:
     """The bundled photographs as RGB uint8 arrays (scikit-image ships them; no download)."""
+    from fiqa_core.extras import require
+
+    require("skimage")
     import skimage.data
 
     out = []

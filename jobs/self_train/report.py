@@ -1,4 +1,8 @@
-"""The round report: Markdown with PNG plots, written beside a round's outputs."""
+"""The round report: Markdown with PNG plots, written beside a round's outputs.
+
+Models are named as the round names them (T0, T1, student): every mapping below is keyed by
+those names. Plotting needs matplotlib (the ``report`` extra).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,9 @@ import io
 import numpy as np
 import pandas as pd
 
-from . import storage
-from .metrics import srcc
-from .tables import read_labels, read_parquet
-
-MODEL_NAMES = {"teacher0": "T0", "teacher1": "T1", "student": "student"}
+from fiqa_core import storage
+from fiqa_core.metrics import srcc
+from fiqa_core.tables import read_labels, read_parquet
 
 
 def _save(fig, folder: str, name: str) -> str:
@@ -25,6 +27,9 @@ def _save(fig, folder: str, name: str) -> str:
 
 
 def _figure(n: int):
+    from fiqa_core.extras import require
+
+    require("matplotlib")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,7 +47,7 @@ def plot_predictions(preds: dict[str, pd.DataFrame], metrics: dict, folder: str)
         ax.scatter(ok["raw_score"], ok["label"], s=8, alpha=0.6, label="held-out image")
         ax.plot(ok["raw_score"], ok["score"], color="C3", label="calibration")
         m = metrics[name]["metrics"]
-        ax.set_title(f"{MODEL_NAMES[name]}: SRCC {m['srcc']:.3f}, PLCC {m['plcc']:.3f}")
+        ax.set_title(f"{name}: SRCC {m['srcc']:.3f}, PLCC {m['plcc']:.3f}")
         ax.set_xlabel("raw model output")
         ax.set_ylabel("label")
     axes[0].legend(loc="best", fontsize=8)
@@ -75,11 +80,11 @@ def plot_agreement(preds: dict[str, pd.DataFrame], pairs, folder: str) -> tuple[
     values = {}
     for ax, (a, b) in zip(axes, pairs, strict=True):
         both, s = agreement(preds, a, b)
-        values[f"{MODEL_NAMES[a]} vs {MODEL_NAMES[b]}"] = s
+        values[f"{a} vs {b}"] = s
         ax.scatter(both["raw_score_a"], both["raw_score_b"], s=8, alpha=0.6)
-        ax.set_title(f"{MODEL_NAMES[a]} vs {MODEL_NAMES[b]}: SRCC {s:.3f}")
-        ax.set_xlabel(f"{MODEL_NAMES[a]} raw output")
-        ax.set_ylabel(f"{MODEL_NAMES[b]} raw output")
+        ax.set_title(f"{a} vs {b}: SRCC {s:.3f}")
+        ax.set_xlabel(f"{a} raw output")
+        ax.set_ylabel(f"{b} raw output")
     return _save(fig, folder, "agreement.png"), values
 
 
@@ -98,8 +103,13 @@ def write_report(
     train_labels: str,
     stages: dict[str, dict | None],
     truth: str | None = None,
+    pairs: list[tuple[str, str]] = (),
 ) -> dict:
-    """Write ``report.md`` and its plots to ``folder``; returns counts for the stage record."""
+    """Write ``report.md`` and its plots to ``folder``; returns counts for the stage record.
+
+    ``metrics`` and ``predictions`` are keyed by model name; ``pairs`` are the models whose
+    raw outputs are compared (teacher vs student).
+    """
     preds = {name: read_parquet(uri) for name, uri in predictions.items()}
     sets = {name: read_parquet(uri) for name, uri in pseudo.items()}
     labels = read_labels(train_labels)["score"]
@@ -110,7 +120,7 @@ def write_report(
     for name, r in metrics.items():
         m, c = r["metrics"], r["cost"]
         rows.append(
-            [MODEL_NAMES[name], r["preset"], f"{m['srcc']:.4f}", f"{m['plcc']:.4f}",
+            [name, r["preset"], f"{m['srcc']:.4f}", f"{m['plcc']:.4f}",
              f"{m['krcc']:.4f}", f"{m['rmse']:.4f}", f"{m['challenge']:.4f}",
              f"{m['rmse_calibrated']:.4f}", m["images"], f"{c['params']:,}",
              f"{c['gmacs']:.4f} @ {c['image_size']} px",
@@ -150,8 +160,7 @@ def write_report(
     ]
 
     lines += ["## Teacher vs student (raw outputs on the held-out images)", ""]
-    png, values = plot_agreement(preds, [("teacher0", "teacher1"), ("teacher1", "student")],
-                                 folder)
+    png, values = plot_agreement(preds, list(pairs), folder)
     lines += _table(["pair", "SRCC"], [[k, f"{v:.4f}"] for k, v in values.items()])
     lines += ["", f"![agreement]({png})", ""]
 

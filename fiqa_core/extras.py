@@ -1,0 +1,28 @@
+"""Optional dependencies: each belongs to an install extra, and its absence is a clear error."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from .errors import FiqaError
+
+# module -> (extra, what needs it)
+EXTRAS = {
+    "fvcore": ("cost", "counting a model's GMACs (fiqa evaluate, info cost=true, the round)"),
+    "matplotlib": ("report", "the round report's plots"),
+    "skimage": ("demo", "the demo's photographs (fiqa demo)"),
+}
+
+
+class MissingExtra(FiqaError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+def require(module: str) -> None:
+    """Raise :class:`MissingExtra` naming the install command when ``module`` is absent."""
+    if importlib.util.find_spec(module) is None:
+        extra, purpose = EXTRAS[module]
+        raise MissingExtra(
+            f"{purpose} needs {module}, which the '{extra}' extra installs: "
+            f"pip install 'fiqa[{extra}]'"
+        )

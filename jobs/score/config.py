@@ -1,0 +1,57 @@
+"""Settings of a scoring or pseudo-labeling run, and where its output partition is."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from fiqa_core import storage
+from fiqa_core.config import setting
+from fiqa_core.errors import ConfigError
+from fiqa_core.images import DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Settings of a scoring or pseudo-labeling run."""
+
+    input: str = setting(help="images: a folder or prefix, a glob, or a manifest .parquet "
+                         "with a 'path' column (local or s3://, gs://)")
+    model: str = setting(help="checkpoint directory (local or URI)")
+    output: str = setting(help="output folder (local or URI); fiqa score writes "
+                          "<output>/date=YYYY-MM-DD/ below it")
+    run_date: str | None = setting(None, "fiqa score: the date partition YYYY-MM-DD; "
+                                   "unset: today (UTC)")
+    buckets: int = setting(64, "output partitions by a stable hash of the path; keep it fixed "
+                           "across runs (a change rescores everything)")
+    batch_size: int = setting(64, "images per forward pass", operational=True)
+    decode_batch_size: int = setting(32, "images per decode task", operational=True)
+    read_threads: int = setting(16, "concurrent object reads per decode task", operational=True)
+    scorers: int | None = setting(None, "scoring actors; unset: one per GPU, else 1",
+                                  operational=True)
+    scorer_cpus: float = setting(1.0, "CPUs reserved per scoring actor", operational=True)
+    use_gpu: bool | None = setting(None, "score on GPUs; unset: when the cluster has them",
+                                   operational=True)
+    draft: bool = setting(False, "reduced-scale JPEG decoding: faster on large photos, "
+                          "slightly different pixels")
+    max_pixels: int = setting(DEFAULT_MAX_PIXELS, "images with more pixels are refused "
+                              "(status too_large)")
+    address: str | None = setting(None, "Ray cluster address; unset: RAY_ADDRESS, else a local "
+                                  "Ray", operational=True)
+
+
+def check(cfg: ScoreConfig) -> None:
+    if cfg.buckets < 1 or cfg.batch_size < 1 or cfg.decode_batch_size < 1:
+        raise ConfigError("buckets, batch_size and decode_batch_size must be >= 1")
+
+
+def partition_uri(cfg: ScoreConfig, nightly: bool) -> str:
+    """Where this run writes: ``<output>/date=YYYY-MM-DD`` (nightly) or ``<output>``."""
+    if not nightly:
+        return cfg.output
+    date = cfg.run_date or dt.datetime.now(dt.timezone.utc).date().isoformat()
+    try:
+        dt.date.fromisoformat(date)
+    except ValueError:
+        raise ConfigError(f"run_date must be YYYY-MM-DD, got {date!r}") from None
+    return storage.join(cfg.output, f"date={date}")

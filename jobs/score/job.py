@@ -1,0 +1,117 @@
+"""The scoring run end to end: list -> plan -> decode -> score -> Parquet -> ``_SUCCESS``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import time
+
+import fsspec
+
+from fiqa_core import storage
+from fiqa_core.config import resolve_config
+from fiqa_core.errors import ConfigError
+from jobs import faults
+from jobs.cli import overrides_of, run_job, settings_parser
+
+from .config import ScoreConfig, check, partition_uri
+from .listing import col, list_images
+from .pipeline import FAULT_MARKER, score_stages
+from .planning import MARKER, buckets_of, finish_reused, plan, previous_partition
+from .summary import final_line, summarise
+
+log = logging.getLogger("fiqa.score")
+
+
+def get_args_parser(prog: str = "fiqa score", description: str = "") -> argparse.ArgumentParser:
+    from jobs import score
+
+    about = (score.__doc__ or "").split("\n\nModules:")[0].strip()
+    return settings_parser(prog, description or about, ScoreConfig)
+
+
+def main(args: argparse.Namespace, nightly: bool = True) -> int:
+    prog = "fiqa score" if nightly else "fiqa pseudo-label"
+    return run_job(
+        prog,
+        lambda: run(resolve_config(ScoreConfig, args.config, overrides_of(args)), nightly=nightly),
+    )
+
+
+def _already_complete(out: str, cfg: ScoreConfig, model_id: str) -> dict | None:
+    marker = storage.join(out, MARKER)
+    if not storage.exists(marker):
+        return None
+    summary = json.loads(storage.read_bytes(marker))
+    if summary.get("model") == model_id and summary.get("input") == cfg.input:
+        print(f"{out} is complete ({summary['rows']} rows, model {model_id}); nothing to do.")
+        return summary
+    raise ConfigError(
+        f"{out} already holds a complete run with model {summary.get('model')} over "
+        f"{summary.get('input')}; write to another output (or run_date)"
+    )
+
+
+def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
+    """Score every image under ``cfg.input``; returns the ``_SUCCESS`` summary."""
+    from fiqa_core import read_checkpoint_config  # JSON only: the driver never loads torch
+    from jobs.ray_env import cluster_has_gpus, init_ray
+
+    check(cfg)
+    model = read_checkpoint_config(cfg.model)
+    out = partition_uri(cfg, nightly)
+    done = _already_complete(out, cfg, model.id)
+    if done is not None:
+        return done
+    t0 = time.time()
+    init_ray(cfg.address, min_cpus=2)
+    use_gpu = cluster_has_gpus() if cfg.use_gpu is None else cfg.use_gpu
+    listing, n_files = list_images(cfg)
+    images = listing.count()
+    print(f"fiqa: listed {n_files} files, {images} images ({time.time() - t0:.0f} s)", flush=True)
+    previous = previous_partition(cfg.output, out) if nightly else None
+    prev_buckets = buckets_of(previous)
+    if previous and prev_buckets != cfg.buckets:
+        log.warning(
+            "%s used %s buckets, not %d: rescoring everything", previous, prev_buckets, cfg.buckets
+        )
+        previous = None
+    run_stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    planned = plan(listing, out, previous, model.id)
+    print(f"fiqa: planned what to score and reuse ({time.time() - t0:.0f} s)", flush=True)
+    to_score = planned.filter(expr=col("action") == "score")
+    reused = planned.filter(expr=col("action") == "reuse").map_batches(
+        finish_reused, batch_format="pandas"
+    )
+    die_after = faults.armed("score_actor_dies_after_batches")
+    scored = score_stages(to_score, cfg, model.preprocessing.size, use_gpu, run_stamp, die_after)
+    scored.union(reused).write_parquet(out, partition_cols=["bucket"])
+    summary = summarise(out)
+    summary.update(
+        input=cfg.input,
+        model=model.id,
+        files_listed=n_files,
+        images=images,
+        skipped_non_image=n_files - images,
+        seconds=round(time.time() - t0, 1),
+        buckets=cfg.buckets,
+        run_started=run_stamp,
+    )
+    summary["images_per_s"] = round(summary["scored"] / max(summary["seconds"], 1e-9), 1)
+    if summary["rows"] != images:
+        raise RuntimeError(
+            f"{out}: {summary['rows']} rows for {images} images; the partition holds rows "
+            "from files that have since changed or gone. Delete it and run again."
+        )
+    storage.write_bytes(storage.join(out, MARKER), json.dumps(summary, indent=2).encode())
+    _remove_fault_marker(cfg.output)
+    print(final_line(summary, out, MARKER))
+    return summary
+
+
+def _remove_fault_marker(output: str) -> None:
+    fs, path = fsspec.core.url_to_fs(storage.join(output, FAULT_MARKER))
+    if fs.exists(path):
+        fs.rm(path)

@@ -1,0 +1,125 @@
+"""Decode and score: CPU decode tasks feeding an actor pool that holds the model.
+
+Both stages run the library's code: :func:`fiqa_core.images.prepare_image` to decode, and
+:meth:`fiqa_core.Scorer.score_prepared` (the one inference path) to score.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from fiqa_core import storage
+from fiqa_core.images import prepare_image, stack_decoded
+from fiqa_core.lake import load_images
+
+from .config import ScoreConfig
+from .schema import OUTPUT_SCHEMA, arrow
+
+FAULT_MARKER = "_fault_injected"  # written by an injected actor death, removed on success
+
+
+def score_stages(to_score, cfg: ScoreConfig, size: int, use_gpu: bool, run_stamp: str,
+                 die_after: int | None = None):
+    """CPU decode tasks, then the scoring actor pool (one actor per GPU by default)."""
+    import ray
+
+    n_gpus = int(ray.cluster_resources().get("GPU", 0)) if use_gpu else 0
+    decoded = to_score.map_batches(
+        decode_batch,
+        fn_kwargs={
+            "size": size,
+            "draft": cfg.draft,
+            "max_pixels": cfg.max_pixels,
+            "threads": cfg.read_threads,
+        },
+        batch_size=cfg.decode_batch_size,
+        batch_format="pandas",
+        # a remote-args function keeps Ray from fusing decoding into the scoring actors,
+        # where it would run one batch at a time instead of on every CPU
+        ray_remote_args_fn=lambda: {"num_cpus": 1},
+    )
+    return decoded.map_batches(
+        ScoreActor,
+        fn_constructor_kwargs={
+            "checkpoint": cfg.model,
+            "device": "cuda" if use_gpu else "cpu",
+            "batch_size": cfg.batch_size,
+            "scored_at": run_stamp,
+            "die_after": die_after,
+            "fault_marker": storage.join(cfg.output, FAULT_MARKER),
+        },
+        batch_size=cfg.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=cfg.scorers or max(1, n_gpus)),
+        num_gpus=1 if use_gpu else 0,
+        num_cpus=cfg.scorer_cpus,
+    )
+
+
+def decode_batch(
+    batch: pd.DataFrame, size: int, draft: bool, max_pixels: int, threads: int
+) -> dict:
+    """Read (retrying) + decode + resize + centre-crop each image; one status per row."""
+    results = load_images(
+        list(batch["path"]),
+        lambda data: prepare_image(data, size, max_pixels=max_pixels, draft=draft),
+        threads,
+    )
+    return {
+        "path": batch["path"].to_numpy(dtype=object),
+        "size": batch["size"].to_numpy(dtype=object),
+        "mtime": batch["mtime"].to_numpy(dtype=object),
+        # "" stands for no etag inside the pipeline: an all-None object column makes Ray
+        # fall back to pickling; ScoreActor turns it back into null
+        "etag": batch["etag"].fillna("").astype(str).to_numpy(),
+        "bucket": batch["bucket"].to_numpy(dtype=np.int64),
+        **stack_decoded(results, size),
+    }
+
+
+class ScoreActor:
+    """Scoring stage: loads the checkpoint once per actor, scores prepared pixels."""
+
+    def __init__(
+        self,
+        checkpoint: str,
+        device: str,
+        batch_size: int,
+        scored_at: str,
+        die_after: int | None = None,
+        fault_marker: str | None = None,
+    ):
+        import torch
+
+        from fiqa_core import Scorer
+
+        if device == "cpu":
+            # Ray pins OMP/torch threads to the actor's num_cpus (1): on a CPU node the model
+            # is the wall, so let it use every core; decode tasks time-share with it
+            torch.set_num_threads(os.cpu_count() or 1)
+        self.scorer = Scorer.from_checkpoint(checkpoint, device=device, batch_size=batch_size)
+        self.scored_at = scored_at
+        self.die_after, self.fault_marker, self.batches = die_after, fault_marker, 0
+
+    def _maybe_die(self) -> None:
+        """Injected fault (tests only, :mod:`jobs.faults`): the process dies, once per output."""
+        self.batches += 1
+        if self.die_after is None or self.batches <= self.die_after:
+            return
+        if not storage.exists(self.fault_marker):
+            storage.write_bytes(self.fault_marker, b"1")
+            os._exit(1)
+
+    def __call__(self, batch: dict) -> pa.Table:
+        self._maybe_die()
+        scores = self.scorer.score_prepared(batch["pixels"], batch["status"])
+        df = pd.DataFrame({k: v for k, v in batch.items() if k != "pixels"})
+        df["etag"] = df["etag"].replace("", None)
+        df = df.assign(
+            **scores, model=self.scorer.model_id, reused=False, scored_at=self.scored_at
+        )
+        return arrow(df, OUTPUT_SCHEMA)

@@ -1,0 +1,57 @@
+"""The Arrow schemas of the scoring pipeline: listing, plan and output rows."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+
+FACTS = ("size", "mtime", "etag")
+
+LISTING_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("size", pa.int64()),
+        ("mtime", pa.float64()),
+        ("etag", pa.string()),
+        ("bucket", pa.int64()),
+        ("is_image", pa.bool_()),
+    ]
+)
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("score", pa.float64()),
+        ("raw_score", pa.float64()),
+        ("model", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("size", pa.int64()),
+        ("mtime", pa.float64()),
+        ("etag", pa.string()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("reused", pa.bool_()),
+        ("scored_at", pa.string()),
+        ("bucket", pa.int64()),
+    ]
+)
+PLAN_SCHEMA = pa.schema([*OUTPUT_SCHEMA, ("action", pa.string())])
+# what a reused row carries over from the previous partition
+CARRIED = ("score", "raw_score", "model", "status", "error", "width", "height", "scored_at")
+
+
+def arrow(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    """One explicit schema for every block (Ray cannot combine mixed or all-null types).
+
+    Missing columns and values (None, NaN) become nulls: a refused image has a null score.
+    """
+    missing = [None] * len(df)
+    return pa.table(
+        {
+            f.name: pa.array(
+                df[f.name] if f.name in df.columns else missing, type=f.type, from_pandas=True
+            )
+            for f in schema
+        },
+        schema=schema,
+    )

@@ -1,0 +1,42 @@
+"""Completion: counts over a written partition, and the line a user reads at the end."""
+
+from __future__ import annotations
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.parquet as pq
+
+from fiqa_core.tables import parquet_files
+
+
+def summarise(partition: str) -> dict:
+    """Counts over a written partition, streamed file by file (flat memory)."""
+    fs, root = fsspec.core.url_to_fs(partition)
+    by_status: dict[str, int] = {}
+    rows = reused = 0
+    for f in parquet_files(fs, root):
+        t = pq.read_table(f, filesystem=fs, columns=["status", "reused"])
+        rows += t.num_rows
+        reused += int(pa.compute.sum(t["reused"]).as_py() or 0)
+        for k, v in pd.Series(t["status"].to_pylist()).value_counts().items():
+            by_status[k] = by_status.get(k, 0) + int(v)
+    failed = rows - by_status.get("ok", 0)
+    return {
+        "rows": rows,
+        "scored": rows - reused,
+        "reused": reused,
+        "failed": failed,
+        "by_status": by_status,
+    }
+
+
+def final_line(summary: dict, out: str, marker: str) -> str:
+    return (
+        f"Scored {summary['scored']} images and reused {summary['reused']} unchanged ones "
+        f"({summary['failed']} could not be scored: {summary['by_status']}) out of "
+        f"{summary['images']} images ({summary['skipped_non_image']} non-image files skipped) "
+        f"in {summary['seconds']:.0f} s, {summary['images_per_s']} images/s, with model "
+        f"{summary['model']}. Output: {out} (complete: {marker} written)."
+    )
