@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .errors import InputError
+
 
 def logistic4(x, b1, b2, b3, b4):
     z = np.clip(-(np.asarray(x, dtype=np.float64) - b3) / np.abs(b4), -500, 500)
@@ -54,13 +56,13 @@ def fit_logistic(raw, labels, maxfev: int = 20000) -> Calibration:
     x = np.asarray(raw, dtype=np.float64).ravel()
     y = np.asarray(labels, dtype=np.float64).ravel()
     if x.shape != y.shape:
-        raise ValueError(f"predictions ({x.size}) and labels ({y.size}) differ in length")
+        raise InputError(f"predictions ({x.size}) and labels ({y.size}) differ in length")
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
     if x.size < 4:
-        raise ValueError(f"need at least 4 finite prediction/label pairs to fit, got {x.size}")
+        raise InputError(f"need at least 4 finite prediction/label pairs to fit, got {x.size}")
     if np.ptp(x) == 0:
-        raise ValueError("predictions are constant: the logistic cannot be fitted")
+        raise InputError("predictions are constant: the logistic cannot be fitted")
     guesses = [
         [y.max(), y.min(), x.mean(), 0.5],
         [y.max(), y.min(), x.mean(), float(np.std(x)) or 1.0],
@@ -78,6 +80,6 @@ def fit_logistic(raw, labels, maxfev: int = 20000) -> Calibration:
         if np.all(np.isfinite(params)) and err < best_err:
             best, best_err = params, err
     if best is None:
-        raise ValueError("the 4-parameter logistic fit did not converge")
+        raise InputError("the 4-parameter logistic fit did not converge")
     b1, b2, b3, b4 = (float(v) for v in best)
     return Calibration(b1, b2, b3, abs(b4))

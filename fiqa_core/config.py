@@ -123,8 +123,13 @@ def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
 def _apply(cls: type[C], values: dict, base: dict, source: str) -> dict:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
+    retired = getattr(cls, "RETIRED_SETTINGS", {})
     out = dict(base)
     for key, value in values.items():
+        if key in retired:
+            if value is None:  # as older versions wrote it into every resolved config
+                continue
+            raise ConfigError(f"{source}: setting {key!r} is retired: {retired[key]}")
         head, dot, rest = key.partition(".")
         if dot and head in known and isinstance(out.get(head), dict):
             # teacher.epochs=3: one setting inside a mapping-valued setting
@@ -144,9 +149,19 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
-        values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+            raise ConfigError(
+                f"override {item!r} is not of the form key=value (a boolean flag takes no "
+                "value: --draft means true; write draft=false for false)"
+            )
+        values[key.strip()] = _yaml(raw, f"override {item!r}") if raw.strip() else None
     return values
+
+
+def _yaml(text: str | bytes, source: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML ({' '.join(str(e).split())})") from None
 
 
 def _defaults(cls) -> dict:
@@ -167,7 +182,7 @@ def resolve_config(cls: type[C], path: str | None = None, overrides: list[str] =
     if path:
         if not storage.exists(path):
             raise ConfigError(f"{path}: config file not found")
-        loaded = yaml.safe_load(storage.read_bytes(path)) or {}
+        loaded = _yaml(storage.read_bytes(path), path) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(
                 f"{path}: expected a mapping of settings, got {type(loaded).__name__}"

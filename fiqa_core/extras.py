@@ -9,8 +9,8 @@ from .errors import FiqaError
 # module -> (extra, what needs it)
 EXTRAS = {
     "fvcore": ("cost", "counting a model's GMACs (fiqa evaluate, info cost=true, the round)"),
-    "matplotlib": ("report", "the round report's plots"),
-    "skimage": ("demo", "the demo's photographs (fiqa demo)"),
+    "matplotlib": ("report", "plotting the round report"),
+    "skimage": ("demo", "making the demo data from bundled photographs (fiqa demo)"),
 }
 
 

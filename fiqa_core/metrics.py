@@ -6,6 +6,7 @@ import numpy as np
 from scipy import stats
 
 from .calibration import fit_logistic
+from .errors import InputError
 
 
 def srcc(pred, label) -> float:
@@ -31,9 +32,9 @@ def evaluate(pred, label) -> dict[str, float]:
     pred = np.asarray(pred, dtype=np.float64).ravel()
     label = np.asarray(label, dtype=np.float64).ravel()
     if pred.size != label.size:
-        raise ValueError(f"predictions ({pred.size}) and labels ({label.size}) differ in length")
+        raise InputError(f"predictions ({pred.size}) and labels ({label.size}) differ in length")
     if pred.size < 4:
-        raise ValueError(f"need at least 4 predictions to evaluate, got {pred.size}")
+        raise InputError(f"need at least 4 predictions to evaluate, got {pred.size}")
     s, k = srcc(pred, label), krcc(pred, label)
     try:
         fitted = fit_logistic(pred, label)(pred)

@@ -9,7 +9,8 @@ costs no torch.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from .errors import ConfigError
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
@@ -21,7 +22,8 @@ class Preset:
 
     Attributes:
         name: Registry name, e.g. ``student-edgenext-xxs``.
-        builder: ``module:callable`` that returns the model given ``pretrained``.
+        builder: ``module:callable`` that returns the model given ``pretrained`` (a callable
+            also works, at the price of importing its module when the preset is registered).
         image_size: Default square input size S (short side resized to S, then SxS crop).
         mean: Normalisation mean, RGB, on the 0..1 scale.
         std: Normalisation std, RGB.
@@ -31,7 +33,7 @@ class Preset:
     """
 
     name: str
-    builder: str
+    builder: str | Callable = field(repr=False)
     image_size: int
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -44,6 +46,8 @@ class Preset:
 
     def build(self, pretrained: bool):
         """The untrained (or ImageNet-initialised) model; imports torch and the builder."""
+        if callable(self.builder):
+            return self.builder(pretrained)
         module, _, attr = self.builder.partition(":")
         return getattr(importlib.import_module(module), attr)(pretrained)
 

@@ -13,6 +13,7 @@ import argparse
 import importlib
 import logging
 import sys
+import textwrap
 import traceback
 from collections.abc import Callable
 
@@ -32,7 +33,7 @@ SUBCOMMANDS = {
 EXIT_CODES = "exit status: 0 done, 2 bad settings or input, 1 the job failed (traceback shown)"
 
 
-class JobFailed(Exception):
+class JobFailed(RuntimeError):
     """A job stopped with an error after it started; the cause is chained (``__cause__``)."""
 
 
@@ -51,6 +52,10 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         if isinstance(action, _Setting):
             return f"{action.metavar}=VALUE"
         return super()._format_action_invocation(action)
+
+    def _split_lines(self, text, width):
+        # keep preset names and paths whole: no line break after a hyphen
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
 def settings_parser(
@@ -140,8 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in SUBCOMMANDS:
         parser.error(f"unknown command {argv[0]!r} (choose from {', '.join(SUBCOMMANDS)})")
     module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
-    args = module.get_args_parser().parse_args(argv[1:])
-    return module.main(args) or 0
+    return module.main(parse_args(module.get_args_parser(), argv[1:])) or 0
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None):
+    """Parse with ``key=value`` and ``--key value`` settings in any order."""
+    return parser.parse_intermixed_args(argv)
 
 
 if __name__ == "__main__":

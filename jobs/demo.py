@@ -11,7 +11,8 @@ is. Nothing is downloaded: models start from random weights.
 On a CPU-only machine the teachers use the student's architecture (self-training with a
 same-size "noisy student" teacher): Swin-B trains at a few images/s on two cores. With a
 GPU, ``teacher=auto`` picks the paper's Swin-B teacher. Any other ``key=value`` is a
-setting of the round (``fiqa self-train``), e.g. ``student.epochs=3``. The round's config
+setting of the round (``fiqa self-train``), e.g. ``student.epochs=3`` (``round.seed=7`` for
+one named like a demo setting). The round's config
 is written to ``<output>/round.yaml``, so ``fiqa self-train --config <output>/round.yaml``
 continues it.
 """
@@ -19,13 +20,14 @@ continues it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
 
 from fiqa_core import storage
 from fiqa_core.config import parse_overrides, resolve_config, setting
-from jobs.cli import overrides_of, run_job, settings_parser
+from jobs.cli import overrides_of, parse_args, run_job, settings_parser
 
 # the demo's round: small images from scratch, so a higher learning rate than the paper's
 ROUND_DEFAULTS = {
@@ -56,16 +58,25 @@ class DemoConfig:
 def get_args_parser() -> argparse.ArgumentParser:
     return settings_parser(
         "fiqa demo", (__doc__ or "").strip(), DemoConfig,
-        epilog="Any other KEY=VALUE is a round setting (fiqa self-train --help lists them).",
+        epilog="Any other KEY=VALUE is a round setting (fiqa self-train --help lists them); "
+        "one named like a demo setting takes a round. prefix: round.seed=7.",
     )
 
 
 def split_settings(args: argparse.Namespace) -> tuple[DemoConfig, list[str]]:
-    """The demo's own settings, and the rest: the round's (``student.epochs=3``)."""
+    """The demo's own settings, and the rest: the round's (``student.epochs=3``).
+
+    A round setting named like one of the demo's takes a ``round.`` prefix: ``round.seed=7``.
+    """
     own, round_settings = [], []
     for item in overrides_of(args):
         key = item.partition("=")[0].strip()
-        (own if key in DemoConfig.__dataclass_fields__ else round_settings).append(item)
+        if key.startswith("round."):
+            round_settings.append(item[len("round."):])
+        elif key in {f.name for f in dataclasses.fields(DemoConfig)}:
+            own.append(item)
+        else:
+            round_settings.append(item)
     return resolve_config(DemoConfig, args.config, own), round_settings
 
 
@@ -150,4 +161,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(get_args_parser().parse_args()))
+    raise SystemExit(main(parse_args(get_args_parser())))

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 
 from fiqa_core.config import resolve_config, setting
-from jobs.cli import overrides_of, run_job, settings_parser
+from jobs.cli import overrides_of, parse_args, run_job, settings_parser
 
 
 @dataclass(frozen=True)
@@ -71,4 +71,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(get_args_parser().parse_args()))
+    raise SystemExit(main(parse_args(get_args_parser())))

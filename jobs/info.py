@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from fiqa_core.config import resolve_config, setting
-from jobs.cli import overrides_of, run_job, settings_parser
+from jobs.cli import overrides_of, parse_args, run_job, settings_parser
 
 PACKAGES = ("fiqa", "torch", "torchvision", "timm", "ray", "pyarrow", "numpy", "pillow")
 
@@ -83,4 +83,4 @@ def show(cfg: InfoConfig) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(get_args_parser().parse_args()))
+    raise SystemExit(main(parse_args(get_args_parser())))

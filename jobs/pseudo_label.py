@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from jobs import score
+from jobs.cli import parse_args
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -21,4 +22,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(get_args_parser().parse_args()))
+    raise SystemExit(main(parse_args(get_args_parser())))

@@ -115,15 +115,63 @@ def test_help_shows_every_setting_with_its_meaning_and_default(capsys):
     assert "fail_at_epoch" not in run("train", "--help").stdout
 
 
-def test_every_command_takes_key_value_and_flag_settings():
-    from fiqa_core.config import resolve_config
-    from jobs import evaluate
+# per command: its settings class, required settings, a boolean and a number setting
+SETTINGS_CASES = {
+    "info": ("jobs.info:InfoConfig", {}, "json", None),
+    "train": ("jobs.train:TrainConfig", {"labels": "l.csv", "output": "o"}, "compile", "epochs"),
+    "pseudo-label": ("jobs.score:ScoreConfig", {"input": "i/", "model": "m", "output": "o"},
+                     "draft", "buckets"),
+    "score": ("jobs.score:ScoreConfig", {"input": "i/", "model": "m", "output": "o"}, "draft",
+              "buckets"),
+    "self-train": ("jobs.self_train:RoundConfig",
+                   {"labels": "l.csv", "unlabeled_a": "a/", "unlabeled_b": "b/", "output": "o"},
+                   None, "seed"),
+    "evaluate": ("jobs.evaluate:EvaluateConfig", {"model": "m", "labels": "l.csv"}, "json",
+                 None),
+    "demo": ("jobs.demo:DemoConfig", {}, None, "labeled"),
+}
 
-    for argv in (["model=m", "labels=l.csv", "json=true"], ["--model", "m", "--labels", "l.csv",
-                                                            "--json"]):
-        args = evaluate.get_args_parser().parse_args(argv)
-        cfg = resolve_config(evaluate.EvaluateConfig, args.config, cli.overrides_of(args))
-        assert (cfg.model, cfg.labels, cfg.json, cfg.output) == ("m", "l.csv", True, None)
+
+@pytest.mark.parametrize("command", list(cli.SUBCOMMANDS))
+def test_every_command_takes_key_value_and_flag_settings_in_any_order(command, tmp_path):
+    import importlib
+
+    from fiqa_core.config import resolve_config
+
+    where, required, flag, number = SETTINGS_CASES[command]
+    module_name, cls_name = where.split(":")
+    settings = getattr(importlib.import_module(module_name), cls_name)
+    parser = importlib.import_module(cli.SUBCOMMANDS[command][0]).get_args_parser()
+    pairs = list(required.items()) + ([(number, 7)] if number else [])
+    (tmp_path / "c.yaml").write_text("".join(f"{k}: {v}\n" for k, v in pairs[:1]))
+    # key=value, then --key value, alternating, a bare boolean flag in the middle
+    argv = ["--config", str(tmp_path / "c.yaml")] if pairs else []
+    for i, (k, v) in enumerate(pairs[1:]):
+        argv += [f"{k}={v}"] if i % 2 == 0 else [f"--{k}", str(v)]
+        if i == 0 and flag:
+            argv.append(f"--{flag}")
+    if flag and len(pairs) < 2:
+        argv.append(f"--{flag}")
+    args = cli.parse_args(parser, argv)
+    cfg = resolve_config(settings, args.config, cli.overrides_of(args))
+    for k, v in pairs:
+        assert getattr(cfg, k) == v, (command, k)
+    if flag:
+        assert getattr(cfg, flag) is True
+
+
+def test_settings_errors_are_one_line_config_errors(tmp_path):
+    from fiqa_core.config import resolve_config
+    from fiqa_core.errors import ConfigError
+    from jobs.train import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"override 'labels=\[a': not valid YAML"):
+        resolve_config(TrainConfig, None, ["labels=[a", "output=o"])
+    (tmp_path / "bad.yaml").write_text("labels: [a\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        resolve_config(TrainConfig, str(tmp_path / "bad.yaml"), ["output=o"])
+    with pytest.raises(ConfigError, match="'false' is not of the form key=value .*draft=false"):
+        resolve_config(TrainConfig, None, ["labels=l", "output=o", "false"])
 
 
 def test_error_policy_user_errors_bugs_and_failed_jobs(capsys):

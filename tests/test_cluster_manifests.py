@@ -1,5 +1,6 @@
 """The cluster configs parse, name entrypoints that exist here, and ask for what the jobs need."""
 
+import dataclasses
 import re
 import shlex
 from pathlib import Path
@@ -53,7 +54,7 @@ def check_command(argv: list[str]) -> None:
         args = args[:i] + args[i + 2:]
     values = parse_overrides(args)
     cls = SETTINGS[argv[1]]
-    unknown = set(values) - set(cls.__dataclass_fields__)
+    unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
     assert not unknown, (argv, unknown)
     if "--config" not in argv:
         resolve_config(cls, None, args)  # complete and well typed

@@ -15,7 +15,6 @@ from fiqa_core import (
     read_checkpoint_config,
     save_checkpoint,
 )
-from fiqa_core.cost import MAX_GMACS, MAX_PARAMS_M
 from fiqa_core.images import prepare_image
 
 SIZE = 64  # small enough for Swin-B on a CPU; a multiple of 32 as every preset needs
@@ -77,8 +76,5 @@ def test_cost_counts_every_parameter(saved):
     cost = model_cost(name, SIZE)
     assert cost.params == sum(p.numel() for p in model.parameters())
     assert cost.image_size == SIZE and cost.gmacs > 0
-    assert cost.within_challenge_limit == (
-        cost.gmacs <= MAX_GMACS and cost.params <= MAX_PARAMS_M * 1e6
-    )
     # MACs grow with the pixel count: 4x the pixels, at least 3x the MACs
     assert model_cost(name, 2 * SIZE).gmacs > 3 * cost.gmacs

@@ -264,6 +264,25 @@ def test_an_interrupted_stage_resumes(tiny_round, capsys):
     assert read_checkpoint_config(record["outputs"]["checkpoint"]).id == checkpoint.id
 
 
+def test_a_missing_extra_is_refused_before_the_stage_that_needs_it(tiny_round, monkeypatch):
+    """Without matplotlib a finished round still reruns as a no-op; a report to write is
+    refused up front, naming the extra, before any stage runs."""
+    import importlib.util
+
+    from fiqa_core.extras import MissingExtra
+
+    _, cfg, _ = tiny_round
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    assert set(self_train.run(cfg).values()) == {"skipped"}
+    before = self_train.read_record(self_train.absolute_paths(cfg), "report")
+    missing = r"plotting the round report needs matplotlib.*pip install 'fiqa\[report\]'"
+    with pytest.raises(MissingExtra, match=missing):
+        self_train.run(cfg, from_stage="report")
+    assert self_train.read_record(self_train.absolute_paths(cfg), "report") == before
+
+
 def test_a_failed_stage_records_its_whole_cause_and_resumes(tiny_round, monkeypatch, capsys):
     """A bug inside a stage: the record keeps the chained traceback; a rerun resumes it."""
     from jobs.self_train import report

@@ -1,3 +1,5 @@
-from jobs.score import get_args_parser, main
+import sys
 
-raise SystemExit(main(get_args_parser().parse_args()))
+from jobs import cli
+
+raise SystemExit(cli.main(["score", *sys.argv[1:]]))

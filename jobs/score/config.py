@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import ClassVar
 
 from fiqa_core import storage
 from fiqa_core.config import setting
@@ -15,6 +16,9 @@ from fiqa_core.images import DEFAULT_MAX_PIXELS
 class ScoreConfig:
     """Settings of a scoring or pseudo-labeling run."""
 
+    RETIRED_SETTINGS: ClassVar[dict[str, str]] = {
+        "fail_after_batches": "fault injection is a test hook now (jobs.faults); remove it",
+    }
     input: str = setting(help="images: a folder or prefix, a glob, or a manifest .parquet "
                          "with a 'path' column (local or s3://, gs://)")
     model: str = setting(help="checkpoint directory (local or URI)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 
+from fiqa_core import storage
 from fiqa_core.errors import ConfigError, NotFoundError
 from fiqa_core.lake import bucket_of, is_image_path, list_top, list_under
 
@@ -23,6 +24,8 @@ def list_images(cfg: ScoreConfig):
     from jobs.ray_env import read_parquet
 
     if cfg.input.lower().endswith((".parquet", ".pq")):
+        if not storage.exists(cfg.input):
+            raise NotFoundError(f"{cfg.input}: manifest not found")
         manifest = read_parquet(cfg.input)
         if "path" not in manifest.columns():
             raise ConfigError(f"{cfg.input}: manifest needs a 'path' column")

@@ -60,18 +60,23 @@ def _check_from_stage(cfg, stages, from_stage, until_stage) -> int | None:
 def run(cfg: RoundConfig, from_stage: str | None = None, until_stage: str | None = None) -> dict:
     """Run the round's stages in order; returns ``{stage: "skipped" | "ran" | "resumed"}``."""
     cfg = absolute_paths(cfg)
-    for module in ("fvcore", "matplotlib"):  # evaluate and report: fail now, not hours later
-        require(module)
     stages = plan_stages(cfg)
     last = STAGES.index(until_stage) if until_stage else len(STAGES) - 1
     first_forced = _check_from_stage(cfg, stages, from_stage, until_stage)
+    to_run = [
+        name for i, name in enumerate(STAGES[: last + 1])
+        if (first_forced is not None and i >= first_forced) or not is_done(cfg, stages[name])
+    ]
+    for name in to_run:  # optional modules a stage will need: fail now, not hours later
+        for module in stages[name].definition.needs:
+            require(module)
     save_config(cfg, storage.join(cfg.output, "round.yaml"))
     outcome = {}
     t_round = time.time()
     for i, name in enumerate(STAGES[: last + 1]):
         forced = first_forced is not None and i >= first_forced
         head = f"fiqa self-train: [{i + 1}/{len(STAGES)}] {name}"
-        if not forced and is_done(cfg, stages[name]):
+        if name not in to_run:
             print(f"{head}: done with these settings; skipped", flush=True)
             outcome[name] = "skipped"
             continue

@@ -34,6 +34,7 @@ class StageDef:
     job: Callable[[RoundConfig], object] | None = None  # TrainConfig / ScoreConfig
     settings: Callable[[RoundConfig, dict], dict] | None = None  # for stages without a job
     model: str | None = None  # the model a training stage makes, as the report names it
+    needs: tuple[str, ...] = ()  # optional modules (fiqa_core.extras) the runner imports
 
 
 def _holdout_settings(cfg: RoundConfig, p: dict) -> dict:
@@ -95,13 +96,14 @@ STAGE_DEFS = (
                                "models": [p[m] for m in MODELS]},
         outputs={"metrics": "metrics", "predictions": "predictions"},
         runner=runners.evaluate, settings=lambda cfg, p: {"test_labels": p["test_labels"]},
+        needs=("fvcore",),
     ),
     StageDef(
         "report", ("evaluate", "pseudo_a", "pseudo_b"), "write the round report",
         inputs=lambda cfg, p: {"metrics": p["metrics"],
                                "pseudo_labels": [p["pseudo_a"], p["pseudo_b"]]},
         outputs={"report": "report"}, runner=runners.report,
-        settings=lambda cfg, p: {"title": cfg.title, "truth": cfg.truth},
+        settings=lambda cfg, p: {"title": cfg.title, "truth": cfg.truth}, needs=("matplotlib",),
     ),
 )
 STAGES = tuple(s.name for s in STAGE_DEFS)

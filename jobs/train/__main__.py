@@ -1,3 +1,5 @@
-from jobs.train import get_args_parser, main
+import sys
 
-raise SystemExit(main(get_args_parser().parse_args()))
+from jobs import cli
+
+raise SystemExit(cli.main(["train", *sys.argv[1:]]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import ClassVar
 
 from fiqa_core.config import setting, settings_where
 from fiqa_core.errors import ConfigError
@@ -16,6 +17,10 @@ from fiqa_core.presets import get_preset
 class TrainConfig:
     """Every setting of a training run. Defaults are SPEC.md's recipe."""
 
+    # older versions wrote these (null) into every train_config.yaml; such files still load
+    RETIRED_SETTINGS: ClassVar[dict[str, str]] = {
+        "fail_at_epoch": "fault injection is a test hook now (jobs.faults); remove the line",
+    }
     labels: str = setting(help="labels table, CSV or Parquet: path, score (optional split: "
                           "train/val)", cache=True)
     output: str = setting(help="checkpoint directory to write (local path or URI)")

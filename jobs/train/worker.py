@@ -1,7 +1,9 @@
-"""The training loop that runs on every Ray Train worker (imports torch; the driver doesn't)."""
+"""The training loop that runs on every Ray Train worker (imports torch at module level;
+the driver imports this module only when it builds the trainer)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
@@ -196,5 +198,5 @@ def _export(c: dict, state: dict, scorer: Scorer, rank: int, world: int) -> None
         save_checkpoint(
             model, c["output"], calibration=calibration, metrics=metrics, lineage=lineage
         )
-        settings = TrainConfig(**{k: c[k] for k in TrainConfig.__dataclass_fields__})
+        settings = TrainConfig(**{f.name: c[f.name] for f in dataclasses.fields(TrainConfig)})
         save_config(settings, storage.join(c["output"], "train_config.yaml"))
