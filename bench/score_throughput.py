@@ -5,7 +5,7 @@ Prints, on the same generated JPEGs:
   - reference loop: one image at a time, PIL + torchvision transforms + model (like the
     reference scoring script),
   - our job: `fiqa pseudo-label` end to end (list -> read bytes -> decode/crop -> score ->
-    Parquet), as images/s and as a ratio to both,
+    Parquet), as images/s and as a ratio to both, and the number of Parquet files written,
   - peak resident memory of the driver and of the largest Ray worker, per lake size, each
     size in a fresh process (so peaks do not carry over).
 
@@ -148,7 +148,7 @@ def job_run(lake: str, ckpt: str, out: str, device: str) -> dict:
     )
     summary = score.run(cfg, nightly=False)
     stop.set()
-    return {**summary, **peak}
+    return {**summary, **peak, "parquet_files": len(list(Path(out).rglob("*.parquet")))}
 
 
 def main() -> None:
@@ -185,7 +185,8 @@ def main() -> None:
             f"model-only {model_rate:.1f} images/s; reference per-image loop {ref_rate:.1f} "
             f"images/s; our job {rate:.1f} images/s end to end ({job['seconds']} s incl. "
             f"listing) = {100 * rate / model_rate:.0f}% of model-only, "
-            f"{rate / ref_rate:.2f}x the reference loop",
+            f"{rate / ref_rate:.2f}x the reference loop; {job['parquet_files']} Parquet files "
+            f"for {job['rows']} rows",
             flush=True,
         )
         for n in args.memory_sizes:

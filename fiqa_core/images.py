@@ -7,7 +7,8 @@ bad file never takes down a batch. Statuses (``Decoded.status``):
 - ``empty``: zero bytes.
 - ``not_image``: not a format we can identify (text, HTML error page, random bytes).
 - ``truncated``: the file ends before the image data does (partial upload or copy).
-- ``corrupt``: identified but the decoder failed (broken chunks, bad markers).
+- ``corrupt``: identified but the decoder failed (broken chunks, bad markers), or the
+  file starts like an image (its magic number) but no decoder can read it (garbled).
 - ``too_large``: more than ``max_pixels`` pixels (decompression bombs, absurd headers).
 - ``unsupported``: a pixel format with no faithful RGB reading (e.g. 32-bit float).
 
@@ -68,6 +69,23 @@ class _Refused(Exception):
         self.status, self.error, self.size = status, error, size
 
 
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def format_by_signature(data: bytes) -> str | None:
+    """The image format a file's first bytes announce (its magic number), or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in _SIGNATURES if data.startswith(magic)), None)
+
+
 def _open(data: bytes, max_pixels: int, draft_size: int | None) -> Image.Image:
     """Open, check size, optionally reduce JPEG decoding scale, decode, orient."""
     if len(data) == 0:
@@ -77,6 +95,11 @@ def _open(data: bytes, max_pixels: int, draft_size: int | None) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
+        kind = format_by_signature(data)
+        if kind:  # it starts like an image, but its data cannot be read: garbled, not text
+            raise _Refused(
+                CORRUPT, f"garbled {kind}: no decoder could read it (starts {data[:8]!r})"
+            ) from None
         raise _Refused(NOT_IMAGE, f"not a recognised image format (starts {data[:8]!r})") from None
     except Image.DecompressionBombError as e:
         raise _Refused(TOO_LARGE, f"decompression bomb: {e}") from None

@@ -110,6 +110,9 @@ def zoo(photo: np.ndarray) -> dict[str, tuple[bytes, str]]:
         "empty": (b"", "empty"),
         "text": (b"<html><body>403 Forbidden</body></html>", "not_image"),
         "random_bytes": (np.random.default_rng(1).bytes(5000), "not_image"),
+        # a whole JPEG header segment, then garbage where the next marker should be
+        "garbled_jpeg": (good_jpeg[:20] + np.random.default_rng(0).bytes(3000), "corrupt"),
+        "garbled_png": (good_png[:8] + np.random.default_rng(3).bytes(500), "corrupt"),
         "truncated_jpeg": (good_jpeg[: len(good_jpeg) // 2], "truncated"),
         "truncated_png": (good_png[: len(good_png) // 2], "truncated"),
         "corrupt_png": (bytes(corrupt_png), "corrupt"),

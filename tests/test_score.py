@@ -106,6 +106,10 @@ def test_pseudo_label_scores_every_file_once_with_its_status(
     assert row["mtime"] == pytest.approx(os.path.getmtime(files[0]))
     marker = json.loads((out / "_SUCCESS").read_text())
     assert marker["rows"] == len(files) and marker["model"] == scorer.model_id
+    # a few large files: one write task for this run, so at most one file per bucket
+    written = sorted(out.rglob("*.parquet"))
+    assert marker["files"] == len(written) <= 8
+    assert all(len(list(b.glob("*.parquet"))) == 1 for b in out.glob("bucket=*"))
     assert "images/s" in capsys.readouterr().out
 
     # a rerun of a finished run changes nothing
@@ -136,6 +140,7 @@ def test_nightly_rescoring_is_incremental(tmp_path, checkpoint, ray_local):
     day1 = read_partition(str(out / "date=2026-11-20")).set_index("path")
     day2 = read_partition(str(out / "date=2026-11-21")).set_index("path")
     assert len(day2) == 65 and day2.index.is_unique
+    assert second["files"] == len(list((out / "date=2026-11-21").rglob("*.parquet"))) <= 8
     rescored = set(day2.index[~day2["reused"]])
     assert rescored == set(changed) | set(image_files(lake / "people" / "new"))
     kept = day2[day2["reused"]]
@@ -168,6 +173,9 @@ def test_interrupted_runs_complete_without_duplicates(tmp_path, checkpoint, ray_
     again = score_job.run(cfg(input=lake, model=checkpoint, output=out), nightly=False)
     df = read_partition(str(out))
     assert sorted(df["path"]) == files  # each image exactly once
+    # at most one file per bucket per attempt: the first run's and the resumed run's
+    per_bucket = [len(list(b.glob("*.parquet"))) for b in out.glob("bucket=*")]
+    assert max(per_bucket) <= 2 and again["files"] == sum(per_bucket) <= 2 * 8
     assert again["rows"] == len(files) and again["scored"] == len(files)
     assert (out / "_SUCCESS").exists()
     assert lost > 0

@@ -31,6 +31,10 @@ class ScoreConfig:
     batch_size: int = setting(64, "images per forward pass", operational=True)
     decode_batch_size: int = setting(32, "images per decode task", operational=True)
     read_threads: int = setting(16, "concurrent object reads per decode task", operational=True)
+    write_batch_mb: int = setting(64, "result rows gathered (in memory) per write task, each "
+                                  "of which writes at most one file per bucket: larger means "
+                                  "fewer, larger files; an interrupted run redoes up to this "
+                                  "much", operational=True)
     scorers: int | None = setting(None, "scoring actors; unset: one per GPU, else 1",
                                   operational=True)
     scorer_cpus: float = setting(1.0, "CPUs reserved per scoring actor", operational=True)
@@ -45,8 +49,8 @@ class ScoreConfig:
 
 
 def check(cfg: ScoreConfig) -> None:
-    if cfg.buckets < 1 or cfg.batch_size < 1 or cfg.decode_batch_size < 1:
-        raise ConfigError("buckets, batch_size and decode_batch_size must be >= 1")
+    if min(cfg.buckets, cfg.batch_size, cfg.decode_batch_size, cfg.write_batch_mb) < 1:
+        raise ConfigError("buckets, batch_size, decode_batch_size and write_batch_mb must be >= 1")
 
 
 def partition_uri(cfg: ScoreConfig, nightly: bool) -> str:

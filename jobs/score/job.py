@@ -87,7 +87,11 @@ def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
     )
     die_after = faults.armed("score_actor_dies_after_batches")
     scored = score_stages(to_score, cfg, model.preprocessing.size, use_gpu, run_stamp, die_after)
-    scored.union(reused).write_parquet(out, partition_cols=["bucket"])
+    # result rows are gathered into large write tasks: each writes at most one file per
+    # bucket, so a lake's scores land in a few large files instead of one per block
+    scored.union(reused).write_parquet(
+        out, partition_cols=["bucket"], min_bytes_per_file=cfg.write_batch_mb * 2**20
+    )
     summary = summarise(out)
     summary.update(
         input=cfg.input,

@@ -16,7 +16,8 @@ def summarise(partition: str) -> dict:
     fs, root = fsspec.core.url_to_fs(partition)
     by_status: dict[str, int] = {}
     rows = reused = 0
-    for f in parquet_files(fs, root):
+    files = parquet_files(fs, root)
+    for f in files:
         t = pq.read_table(f, filesystem=fs, columns=["status", "reused"])
         rows += t.num_rows
         reused += int(pa.compute.sum(t["reused"]).as_py() or 0)
@@ -29,6 +30,7 @@ def summarise(partition: str) -> dict:
         "reused": reused,
         "failed": failed,
         "by_status": by_status,
+        "files": len(files),
     }
 
 
@@ -38,5 +40,6 @@ def final_line(summary: dict, out: str, marker: str) -> str:
         f"({summary['failed']} could not be scored: {summary['by_status']}) out of "
         f"{summary['images']} images ({summary['skipped_non_image']} non-image files skipped) "
         f"in {summary['seconds']:.0f} s, {summary['images_per_s']} images/s, with model "
-        f"{summary['model']}. Output: {out} (complete: {marker} written)."
+        f"{summary['model']}. Output: {out}, {summary['files']} Parquet files (complete: "
+        f"{marker} written)."
     )
