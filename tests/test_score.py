@@ -211,3 +211,22 @@ def test_bad_configuration(tmp_path, checkpoint):
         score_job.run(
             cfg(input=tmp_path, model=checkpoint, output=tmp_path / "o", run_date="yesterday")
         )
+
+
+def test_decoding_runs_in_its_own_tasks_not_fused_into_the_scorers(ray_local, checkpoint, capsys):
+    """Decode tasks stay a separate operator (on every CPU), through supported remote args."""
+    import ray
+
+    from jobs.score.pipeline import decode_task_memory, score_stages
+
+    c = cfg(input="unused/", model=checkpoint, output="unused")
+    rows = ray.data.from_items([{"path": "a.jpg", "size": 1, "mtime": 0.0, "etag": "",
+                                 "bucket": 0}])
+    capsys.readouterr()
+    score_stages(rows, c, SIZE, use_gpu=False, run_stamp="now").explain()
+    physical = capsys.readouterr().out.split("Physical Plan")[-1]
+    assert "ActorPoolMapOperator[MapBatches(ScoreActor)]" in physical
+    assert "TaskPoolMapOperator[MapBatches(decode_batch)]" in physical
+    assert "decode_batch)->" not in physical  # not fused with the scoring actors
+    # 16 read threads of 12 MP RGB decodes + 16 (cfg: decode_batch_size) encoded files + crops
+    assert decode_task_memory(c, SIZE) == 16 * 36_000_000 + 16 * (8_000_000 + SIZE * SIZE * 3)

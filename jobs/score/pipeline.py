@@ -38,9 +38,12 @@ def score_stages(to_score, cfg: ScoreConfig, size: int, use_gpu: bool, run_stamp
         },
         batch_size=cfg.decode_batch_size,
         batch_format="pandas",
-        # a remote-args function keeps Ray from fusing decoding into the scoring actors,
-        # where it would run one batch at a time instead of on every CPU
-        ray_remote_args_fn=lambda: {"num_cpus": 1},
+        num_cpus=1,
+        # A decode task reserves the memory it holds: full-size decodes in flight on its read
+        # threads and its batch of crops. Resources that differ from the scoring actors' also
+        # keep Ray from fusing decoding into them, where it would run one batch at a time
+        # instead of on every CPU.
+        memory=decode_task_memory(cfg, size),
     )
     return decoded.map_batches(
         ScoreActor,
@@ -58,6 +61,13 @@ def score_stages(to_score, cfg: ScoreConfig, size: int, use_gpu: bool, run_stamp
         num_gpus=1 if use_gpu else 0,
         num_cpus=cfg.scorer_cpus,
     )
+
+
+def decode_task_memory(cfg: ScoreConfig, size: int) -> int:
+    """Bytes a decode task holds: a 12 MP photo (RGB) decoding on each read thread, the batch's
+    encoded bytes (up to 8 MB each) and its S x S crops."""
+    in_flight = min(cfg.read_threads, cfg.decode_batch_size) * 12_000_000 * 3
+    return in_flight + cfg.decode_batch_size * (8_000_000 + size * size * 3)
 
 
 def decode_batch(
