@@ -16,12 +16,44 @@ from torch import nn
 
 from .calibration import Calibration
 from .checkpoint import load_checkpoint
+from .errors import ConfigError
 from .images import DEFAULT_MAX_PIXELS, OK, Decoded, prepare_image, stack_decoded
 from .preprocessing import Preprocessing
+
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), per /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:  # not Linux: ask PyTorch's own CPU probe
+        probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+        return bool(probe and probe())
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
+    """``("bf16" | "fp32", why)`` for a requested precision on ``device``.
+
+    ``auto`` takes bf16 where the hardware computes it natively: any CUDA GPU, or a CPU with
+    AVX-512 BF16 / AMX (about twice the fp32 rate there, with scores of the same rank order:
+    SRCC >= 0.999, tested); fp32 elsewhere, where emulated bf16 would be slower.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision, "as set"
+    if device.type == "cuda":
+        return "bf16", "auto: a CUDA GPU"
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return "bf16", "auto: the CPU has AVX-512 BF16 / AMX"
+    return "fp32", f"auto: no native bf16 on {device.type}"
 
 
 def normalize_batch(batch, mean, std, device=None, channels_last: bool = False):
@@ -48,16 +80,17 @@ def model_inputs(pixels, pre: Preprocessing, device: torch.device) -> torch.Tens
     )
 
 
-def autocast(device: torch.device, amp: bool = True):
-    """bf16 autocast on CUDA when ``amp``; float32 elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on ``device`` when ``enabled``; float32 otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 class Scorer:
     """Scores images with one model: raw output and calibrated (label-scale) score.
 
-    On CUDA the forward pass runs under bf16 autocast (``amp``) with channels_last tensors;
-    on the CPU in float32. Images go through the model's own preprocessing
+    The forward pass runs in bf16 autocast or float32 (``precision``; ``auto`` takes bf16
+    where the hardware computes it natively, see :func:`resolve_precision`), with
+    channels_last tensors on CUDA. Images go through the model's own preprocessing
     (``model.preprocessing``): nothing about sizes or normalisation is hard-coded here.
 
     Args:
@@ -67,7 +100,7 @@ class Scorer:
         batch_size: Images per forward pass.
         model_id: Identifier written beside every score (a checkpoint's ``id``).
         max_pixels: Refuse images with more pixels than this (``too_large``).
-        amp: bf16 autocast on CUDA.
+        precision: ``auto``, ``fp32`` or ``bf16``; the choice is in ``self.precision``.
     """
 
     def __init__(
@@ -78,7 +111,7 @@ class Scorer:
         batch_size: int = 64,
         model_id: str | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
-        amp: bool = True,
+        precision: str = "auto",
     ):
         self.device = torch.device(device) if device is not None else default_device()
         self.preprocessing = model.preprocessing
@@ -86,7 +119,7 @@ class Scorer:
         self.batch_size = batch_size
         self.model_id = model_id or getattr(model, "preset", "model")
         self.max_pixels = max_pixels
-        self.amp = amp
+        self.precision, self.precision_reason = resolve_precision(precision, self.device)
         self.model = model.eval().to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -110,7 +143,7 @@ class Scorer:
         for start in range(0, len(pixels), self.batch_size):
             chunk = pixels[start : start + self.batch_size]
             x = model_inputs(chunk, self.preprocessing, self.device)
-            with autocast(self.device, self.amp):
+            with autocast(self.device, self.precision == "bf16"):
                 y = self.model(x)
             out.append(y.float().cpu().numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0)

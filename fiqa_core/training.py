@@ -38,7 +38,7 @@ def train_step(
     """
     x = model_inputs(pixels, pre, device)
     y = torch.as_tensor(scores, dtype=torch.float32).to(device, non_blocking=True)
-    with autocast(device, amp):
+    with autocast(device, amp and device.type == "cuda"):  # training on a CPU stays fp32
         pred = model(x)
     loss = quality_loss(pred.float(), y)
     optimizer.zero_grad(set_to_none=True)

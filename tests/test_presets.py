@@ -56,7 +56,7 @@ def test_checkpoint_round_trips_exactly(saved):
 
 def test_scorer_equals_a_plain_forward_pass(saved, photos):
     _, model, path, _ = saved
-    scorer = Scorer.from_checkpoint(path, device="cpu", batch_size=2)
+    scorer = Scorer.from_checkpoint(path, device="cpu", batch_size=2, precision="fp32")
     crops = np.stack([prepare_image(p, SIZE).image for p in photos])
     x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255
     mean = torch.tensor(model.preprocessing.mean).view(1, 3, 1, 1)

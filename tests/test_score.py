@@ -68,7 +68,7 @@ def cfg(**kw):
         score_job.ScoreConfig,
         None,
         [f"{k}={v}" for k, v in kw.items()]
-        + ["buckets=8", "decode_batch_size=16", "batch_size=32"],
+        + ["buckets=8", "decode_batch_size=16", "batch_size=32", "precision=fp32"],
     )
 
 
@@ -94,7 +94,7 @@ def test_pseudo_label_scores_every_file_once_with_its_status(
     assert len(good) == 200 + sum(s == "ok" for s in zoo.values())
     assert summary["by_status"]["ok"] == len(good) and summary["failed"] == len(df) - len(good)
     # the same numbers Scorer gives, and score = calibration(raw_score)
-    scorer = Scorer.from_checkpoint(checkpoint, device="cpu")
+    scorer = Scorer.from_checkpoint(checkpoint, device="cpu", precision="fp32")
     sample = good.sample(12, random_state=0)
     want = scorer.score([open(p, "rb").read() for p in sample["path"]])
     np.testing.assert_allclose(sample["raw_score"], want["raw_score"], rtol=0, atol=1e-5)

@@ -20,7 +20,8 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scorer(checkpoint):
-    return Scorer.from_checkpoint(checkpoint, device="cpu", batch_size=4)
+    # fp32: these tests compare against a plain float32 forward pass to 1e-5
+    return Scorer.from_checkpoint(checkpoint, device="cpu", batch_size=4, precision="fp32")
 
 
 def test_batch_equals_one_by_one(scorer, photos):

@@ -35,6 +35,10 @@ class ScoreConfig:
                                   "of which writes at most one file per bucket: larger means "
                                   "fewer, larger files; an interrupted run redoes up to this "
                                   "much", operational=True)
+    precision: str = setting("auto", "model arithmetic: auto (bf16 where the hardware computes "
+                             "it natively: CUDA GPUs, CPUs with AVX-512 BF16 or AMX; else "
+                             "fp32), fp32 or bf16. Scores agree in rank order (SRCC >= 0.999)",
+                             operational=True)
     scorers: int | None = setting(None, "scoring actors; unset: one per GPU, else 1",
                                   operational=True)
     scorer_cpus: float = setting(1.0, "CPUs reserved per scoring actor", operational=True)
@@ -51,6 +55,8 @@ class ScoreConfig:
 def check(cfg: ScoreConfig) -> None:
     if min(cfg.buckets, cfg.batch_size, cfg.decode_batch_size, cfg.write_batch_mb) < 1:
         raise ConfigError("buckets, batch_size, decode_batch_size and write_batch_mb must be >= 1")
+    if cfg.precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"precision must be auto, fp32 or bf16, got {cfg.precision!r}")
 
 
 def partition_uri(cfg: ScoreConfig, nightly: bool) -> str:

@@ -51,6 +51,7 @@ def score_stages(to_score, cfg: ScoreConfig, size: int, use_gpu: bool, run_stamp
             "checkpoint": cfg.model,
             "device": "cuda" if use_gpu else "cpu",
             "batch_size": cfg.batch_size,
+            "precision": cfg.precision,
             "scored_at": run_stamp,
             "die_after": die_after,
             "fault_marker": storage.join(cfg.output, FAULT_MARKER),
@@ -100,6 +101,7 @@ class ScoreActor:
         device: str,
         batch_size: int,
         scored_at: str,
+        precision: str = "auto",
         die_after: int | None = None,
         fault_marker: str | None = None,
     ):
@@ -111,7 +113,11 @@ class ScoreActor:
             # Ray pins OMP/torch threads to the actor's num_cpus (1): on a CPU node the model
             # is the wall, so let it use every core; decode tasks time-share with it
             torch.set_num_threads(os.cpu_count() or 1)
-        self.scorer = Scorer.from_checkpoint(checkpoint, device=device, batch_size=batch_size)
+        self.scorer = Scorer.from_checkpoint(
+            checkpoint, device=device, batch_size=batch_size, precision=precision
+        )
+        print(f"fiqa: scoring actor on {device} in {self.scorer.precision} "
+              f"({self.scorer.precision_reason}), model {self.scorer.model_id}", flush=True)
         self.scored_at = scored_at
         self.die_after, self.fault_marker, self.batches = die_after, fault_marker, 0
 
