@@ -3,6 +3,7 @@
 Prints, on the same generated JPEGs:
   - model only: Scorer.score_pixels on a prepared uint8 batch (the ceiling), fp32 and bf16,
   - bf16 against fp32 on the lake's real images: SRCC and largest differences,
+  - reduced-scale JPEG decoding (draft) against a full decode: decode rate and score SRCC,
   - reference loop: one image at a time, PIL + torchvision transforms + model (like the
     reference scoring script),
   - our job: `fiqa pseudo-label` end to end (list -> read bytes -> decode/crop -> score ->
@@ -88,6 +89,23 @@ def precision_parity(ckpt: str, files: list[Path], device: str) -> dict:
         "max_raw_diff": float(np.abs(raw - bf16["raw_score"]).max()),
         "max_calibrated_diff": float(np.abs(cal(raw) - cal(bf16["raw_score"])).max()),
     }
+
+
+def draft_parity(ckpt: str, files: list[Path], device: str) -> dict:
+    """Reduced-scale JPEG decoding (``draft``) against a full decode: decode rate and SRCC."""
+    from fiqa_core import Scorer
+    from fiqa_core.metrics import srcc
+
+    scorer = Scorer.from_checkpoint(ckpt, device=device, precision="fp32")
+    data = [f.read_bytes() for f in files]
+    out = {}
+    for draft in (False, True):
+        t0 = time.time()
+        decoded = [scorer.prepare(d, draft=draft) for d in data]
+        out[f"decodes_per_s_{draft}"] = len(data) / (time.time() - t0)
+        out[draft] = scorer.score_decoded(decoded)["raw_score"]
+    out["srcc"] = srcc(out[False], out[True])
+    return out
 
 
 def reference_loop(ckpt: str, files: list[Path], device: str) -> float:
@@ -204,6 +222,13 @@ def main() -> None:
             f"bf16 vs fp32 on {parity['images']} images: SRCC {parity['srcc']:.5f}, largest raw "
             f"difference {parity['max_raw_diff']:.5f}, largest calibrated difference "
             f"{parity['max_calibrated_diff']:.4f} on a 1..5 scale",
+            flush=True,
+        )
+        draft = draft_parity(ckpt, files, device)
+        print(
+            f"draft (reduced-scale JPEG decoding) vs full decoding on {len(files)} images: "
+            f"{draft['decodes_per_s_True']:.1f} vs {draft['decodes_per_s_False']:.1f} decodes/s "
+            f"(one thread), score SRCC {draft['srcc']:.5f}",
             flush=True,
         )
         model_rate = max(rates.values())

@@ -93,8 +93,10 @@ def test_job_submitted_to_a_two_node_cluster(cluster, lake, tmp_path):
 def test_job_survives_losing_the_worker_node(cluster, lake, tmp_path):
     out = tmp_path / "out"
     client, job = submit(cluster, lake, out)
-    # kill the second node's raylet once the job is writing its first shards
-    status = wait(client, job, until=lambda s: s == "RUNNING" and any(out.rglob("*.parquet")))
+    # kill the second node's raylet once the scoring actors are at work (results are written
+    # in large batches, so no shard appears before the end of a run this small)
+    status = wait(client, job, until=lambda s: s == "RUNNING"
+                  and "fiqa: scoring actor on" in client.get_job_logs(job))
     assert status == "RUNNING", client.get_job_logs(job)
     assert not (out / "_SUCCESS").exists()
     assert cluster.kill_raylet(cluster.worker_port) == 1
