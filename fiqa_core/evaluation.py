@@ -61,6 +61,7 @@ def evaluate_checkpoint(
         "model": scorer.model_id,
         "checkpoint": model,
         "preset": cost.preset,
+        "precision": scorer.precision,
         "labels": labels,
         "metrics": summarise_predictions(pred),
         "cost": {
@@ -81,7 +82,8 @@ def format_result(result: dict) -> str:
     return "\n".join(
         [
             f"model {result['model']} ({result['checkpoint']}) on {result['labels']}: "
-            f"{m['images']} images, {m['unscorable']} unscorable",
+            f"{m['images']} images, {m['unscorable']} unscorable; scored in "
+            f"{result.get('precision', 'fp32')}",
             f"  SRCC {m['srcc']:.4f}  PLCC {m['plcc']:.4f}  KRCC {m['krcc']:.4f}  "
             f"RMSE {m['rmse']:.4f} (after the logistic fit)  challenge {m['challenge']:.4f}",
             f"  RMSE with the model's own calibration: {m['rmse_calibrated']:.4f}",

@@ -228,5 +228,8 @@ def test_decoding_runs_in_its_own_tasks_not_fused_into_the_scorers(ray_local, ch
     assert "ActorPoolMapOperator[MapBatches(ScoreActor)]" in physical
     assert "TaskPoolMapOperator[MapBatches(decode_batch)]" in physical
     assert "decode_batch)->" not in physical  # not fused with the scoring actors
-    # 16 read threads of 12 MP RGB decodes + 16 (cfg: decode_batch_size) encoded files + crops
-    assert decode_task_memory(c, SIZE) == 16 * 36_000_000 + 16 * (8_000_000 + SIZE * SIZE * 3)
+    # the reservation is settable, and the estimate grows with what a task holds at once
+    wider = cfg(input="unused/", model=checkpoint, output="unused", read_threads=4)
+    assert decode_task_memory(wider, SIZE) < decode_task_memory(c, SIZE) < 300 * 2**20
+    fixed = cfg(input="unused/", model=checkpoint, output="unused", decode_task_mb=100)
+    assert decode_task_memory(fixed, SIZE) == 100 * 2**20

@@ -31,13 +31,18 @@ class ScoreConfig:
     batch_size: int = setting(64, "images per forward pass", operational=True)
     decode_batch_size: int = setting(32, "images per decode task", operational=True)
     read_threads: int = setting(16, "concurrent object reads per decode task", operational=True)
-    write_batch_mb: int = setting(64, "result rows gathered (in memory) per write task, each "
-                                  "of which writes at most one file per bucket: larger means "
-                                  "fewer, larger files; an interrupted run redoes up to this "
-                                  "much", operational=True)
+    decode_task_mb: int | None = setting(None, "memory a decode task reserves; unset: an "
+                                         "estimate for 4 MP photos from read_threads and "
+                                         "decode_batch_size", operational=True)
+    write_batch_mb: float = setting(64.0, "result rows gathered (in memory, ~230 B a row) per "
+                                    "write task, each of which writes at most one file per "
+                                    "bucket: larger means fewer, larger files; an interrupted "
+                                    "run redoes the rows of its unwritten batch",
+                                    operational=True)
     precision: str = setting("auto", "model arithmetic: auto (bf16 where the hardware computes "
                              "it natively: CUDA GPUs, CPUs with AVX-512 BF16 or AMX; else "
-                             "fp32), fp32 or bf16. Scores agree in rank order (SRCC >= 0.999)",
+                             "fp32), fp32 or bf16. An engine choice like use_gpu: scores agree "
+                             "in rank order (SRCC >= 0.999), so it does not change stage keys",
                              operational=True)
     scorers: int | None = setting(None, "scoring actors; unset: one per GPU, else 1",
                                   operational=True)
@@ -53,8 +58,10 @@ class ScoreConfig:
 
 
 def check(cfg: ScoreConfig) -> None:
-    if min(cfg.buckets, cfg.batch_size, cfg.decode_batch_size, cfg.write_batch_mb) < 1:
-        raise ConfigError("buckets, batch_size, decode_batch_size and write_batch_mb must be >= 1")
+    if min(cfg.buckets, cfg.batch_size, cfg.decode_batch_size) < 1 or cfg.write_batch_mb <= 0:
+        raise ConfigError(
+            "buckets, batch_size and decode_batch_size must be >= 1, write_batch_mb > 0"
+        )
     if cfg.precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"precision must be auto, fp32 or bf16, got {cfg.precision!r}")
 

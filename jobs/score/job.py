@@ -89,8 +89,10 @@ def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
     scored = score_stages(to_score, cfg, model.preprocessing.size, use_gpu, run_stamp, die_after)
     # result rows are gathered into large write tasks: each writes at most one file per
     # bucket, so a lake's scores land in a few large files instead of one per block
+    # (min_bytes_per_file is experimental in Ray 2.60; min_rows_per_file with partition
+    # columns is deprecated, and a repartition by bucket would hold every row to the end)
     scored.union(reused).write_parquet(
-        out, partition_cols=["bucket"], min_bytes_per_file=cfg.write_batch_mb * 2**20
+        out, partition_cols=["bucket"], min_bytes_per_file=max(1, int(cfg.write_batch_mb * 2**20))
     )
     summary = summarise(out)
     summary.update(

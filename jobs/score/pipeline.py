@@ -65,10 +65,12 @@ def score_stages(to_score, cfg: ScoreConfig, size: int, use_gpu: bool, run_stamp
 
 
 def decode_task_memory(cfg: ScoreConfig, size: int) -> int:
-    """Bytes a decode task holds: a 12 MP photo (RGB) decoding on each read thread, the batch's
-    encoded bytes (up to 8 MB each) and its S x S crops."""
-    in_flight = min(cfg.read_threads, cfg.decode_batch_size) * 12_000_000 * 3
-    return in_flight + cfg.decode_batch_size * (8_000_000 + size * size * 3)
+    """Bytes a decode task reserves: ``decode_task_mb``, or an estimate: a 4 MP photo (RGB)
+    decoding on each read thread, the batch's encoded bytes (2 MB each) and its S x S crops."""
+    if cfg.decode_task_mb:
+        return cfg.decode_task_mb * 2**20
+    in_flight = min(cfg.read_threads, cfg.decode_batch_size) * 4_000_000 * 3
+    return in_flight + cfg.decode_batch_size * (2_000_000 + size * size * 3)
 
 
 def decode_batch(
