@@ -32,6 +32,7 @@ def setting(
     factory: Any = dataclasses.MISSING,
     operational: bool = False,
     cache: bool = False,
+    choices: tuple = (),
 ) -> Any:
     """A config dataclass field that documents itself.
 
@@ -42,8 +43,9 @@ def setting(
         operational: How the run executes (workers, batch sizes, address), not what it
             computes: excluded from the hashes that decide whether a result is up to date.
         cache: Part of the key of a training job's decoded-image cache.
+        choices: The values allowed, when only some are.
     """
-    metadata = {"help": help, "operational": operational, "cache": cache}
+    metadata = {"help": help, "operational": operational, "cache": cache, "choices": choices}
     return dataclasses.field(default=default, default_factory=factory, metadata=metadata)
 
 
@@ -62,7 +64,8 @@ def describe_settings(cls) -> list[tuple[str, str, str, str]]:
         else:
             value = f.default_factory() if f.default is dataclasses.MISSING else f.default
             default = "default: " + ("unset" if value is None else json.dumps(value))
-        rows.append((f.name, _type_name(hints[f.name]), default, f.metadata.get("help", "")))
+        kind = " | ".join(map(str, f.metadata.get("choices") or ())) or _type_name(hints[f.name])
+        rows.append((f.name, kind, default, f.metadata.get("help", "")))
     return rows
 
 
@@ -122,7 +125,8 @@ def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
 
 def _apply(cls: type[C], values: dict, base: dict, source: str) -> dict:
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    known = set(fields)
     retired = getattr(cls, "RETIRED_SETTINGS", {})
     out = dict(base)
     for key, value in values.items():
@@ -140,6 +144,11 @@ def _apply(cls: type[C], values: dict, base: dict, source: str) -> dict:
                 f"{source}: unknown setting {key!r} (known: {', '.join(sorted(known))})"
             )
         out[key] = _coerce(key, value, hints[key], source)
+        choices = fields[key].metadata.get("choices")
+        if choices and out[key] not in choices:
+            raise ConfigError(
+                f"{source}: {key} must be one of {', '.join(map(str, choices))}, got {value!r}"
+            )
     return out
 
 

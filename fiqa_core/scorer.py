@@ -18,9 +18,7 @@ from .calibration import Calibration
 from .checkpoint import load_checkpoint
 from .errors import ConfigError
 from .images import DEFAULT_MAX_PIXELS, OK, Decoded, prepare_image, stack_decoded
-from .preprocessing import Preprocessing
-
-PRECISIONS = ("auto", "fp32", "bf16")
+from .preprocessing import PRECISIONS, Preprocessing
 
 
 def default_device() -> torch.device:

@@ -172,6 +172,13 @@ def test_settings_errors_are_one_line_config_errors(tmp_path):
         resolve_config(TrainConfig, str(tmp_path / "bad.yaml"), ["output=o"])
     with pytest.raises(ConfigError, match="'false' is not of the form key=value .*draft=false"):
         resolve_config(TrainConfig, None, ["labels=l", "output=o", "false"])
+    from jobs.score import ScoreConfig
+
+    with pytest.raises(ConfigError, match="command line: precision must be one of auto, fp32, "
+                                          "bf16, got 'fp16'"):
+        resolve_config(ScoreConfig, None, ["input=i/", "model=m", "output=o", "precision=fp16"])
+    assert resolve_config(ScoreConfig, None, ["input=i/", "model=m", "output=o",
+                                              "precision=bf16"]).precision == "bf16"
 
 
 def test_error_policy_user_errors_bugs_and_failed_jobs(capsys):

@@ -10,6 +10,7 @@ from fiqa_core import storage
 from fiqa_core.config import setting
 from fiqa_core.errors import ConfigError
 from fiqa_core.images import DEFAULT_MAX_PIXELS
+from fiqa_core.preprocessing import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class ScoreConfig:
                              "it natively: CUDA GPUs, CPUs with AVX-512 BF16 or AMX; else "
                              "fp32), fp32 or bf16. An engine choice like use_gpu: scores agree "
                              "in rank order (SRCC >= 0.999), so it does not change stage keys",
-                             operational=True)
+                             operational=True, choices=PRECISIONS)
     scorers: int | None = setting(None, "scoring actors; unset: one per GPU, else 1",
                                   operational=True)
     scorer_cpus: float = setting(1.0, "CPUs reserved per scoring actor", operational=True)
@@ -62,8 +63,6 @@ def check(cfg: ScoreConfig) -> None:
         raise ConfigError(
             "buckets, batch_size and decode_batch_size must be >= 1, write_batch_mb > 0"
         )
-    if cfg.precision not in ("auto", "fp32", "bf16"):
-        raise ConfigError(f"precision must be auto, fp32 or bf16, got {cfg.precision!r}")
 
 
 def partition_uri(cfg: ScoreConfig, nightly: bool) -> str:
