@@ -9,9 +9,13 @@ Prints, on the same generated JPEGs:
   - our job: `fiqa pseudo-label` end to end (list -> read bytes -> decode/crop -> score ->
     Parquet), as images/s and as a ratio to both, and the number of Parquet files written,
   - peak resident memory of the driver and of the largest Ray worker, per lake size, each
-    size in a fresh process (so peaks do not carry over).
+    size in a fresh process (so peaks do not carry over),
+  - cold start: the wall time of `fiqa score` over a small lake in a fresh process (Python
+    start, Ray start, listing, the scoring actors' model load, scoring, Ray shutdown), for
+    this checkout and any other given by --code-root (a worktree of an older commit).
 
     python bench/score_throughput.py --images 2000 --memory-sizes 2000 20000 --size 64
+    python bench/score_throughput.py --cold-only --cold 100 --code-root /tmp/before .
 """
 
 from __future__ import annotations
@@ -59,9 +63,15 @@ def make_checkpoint(path: Path, preset: str, size: int | None) -> str:
     return str(path)
 
 
-def model_only(ckpt: str, batch: int, steps: int, device: str, precision: str = "auto") -> float:
+def model_only(
+    ckpt: str, batch: int, steps: int, device: str, precision: str = "auto", threads: int = 0
+) -> float:
+    import torch
+
     from fiqa_core import Scorer
 
+    if threads:
+        torch.set_num_threads(threads)
     scorer = Scorer.from_checkpoint(ckpt, device=device, batch_size=batch, precision=precision)
     s = scorer.preprocessing.size
     x = np.random.default_rng(0).integers(0, 256, (batch, s, s, 3), dtype=np.uint8)
@@ -70,6 +80,33 @@ def model_only(ckpt: str, batch: int, steps: int, device: str, precision: str = 
     for _ in range(steps):
         scorer.score_pixels(x)
     return batch * steps / (time.time() - t0)
+
+
+def _side_by_side_child(ckpt, batch, barrier, results) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    model_only(ckpt, batch, 1, "cpu", "bf16")  # import, load, warm up
+    barrier.wait()
+    results.put(model_only(ckpt, batch, 12, "cpu", "bf16"))
+
+
+def side_by_side(ckpt: str, batch: int, procs: int) -> float:
+    """Model-only images/s of ``procs`` single-threaded processes running at once, summed."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(procs), ctx.Queue()
+    children = [
+        ctx.Process(target=_side_by_side_child, args=(ckpt, batch, barrier, results))
+        for _ in range(procs)
+    ]
+    for c in children:
+        c.start()
+    total = sum(results.get() for _ in children)
+    for c in children:
+        c.join()
+    return total
 
 
 def precision_parity(ckpt: str, files: list[Path], device: str) -> dict:
@@ -144,6 +181,16 @@ def _rss_mb(pid: int, field: str = "RssAnon") -> float:
     return 0.0
 
 
+def _role(pid: int) -> str:
+    """What a Ray worker is doing, from its process title (``ray::MapBatches(decode_batch)``);
+    the roles reported are those seen while the worker was within 8 MB of its peak."""
+    try:
+        title = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0].decode()
+    except OSError:
+        return ""
+    return title[5:] if title.startswith("ray::") and title != "ray::IDLE" else ""
+
+
 def _ray_worker_pids() -> list[int]:
     pids = []
     for d in os.listdir("/proc"):
@@ -157,20 +204,29 @@ def _ray_worker_pids() -> list[int]:
     return pids
 
 
-def job_run(lake: str, ckpt: str, out: str, device: str) -> dict:
+def job_run(lake: str, ckpt: str, out: str, device: str, settings: list[str] = ()) -> dict:
     """Run the job in this process, sampling driver and worker memory meanwhile."""
     from fiqa_core.config import resolve_config
     from jobs import score
 
-    peak = {"driver_mb": 0.0, "worker_mb": 0.0, "worker_rss_mb": 0.0}
+    peak = {"driver_mb": 0.0, "worker_mb": 0.0, "worker_rss_mb": 0.0, "worker_roles": ""}
+    by_pid: dict[int, list] = {}  # pid -> [peak private MB, roles seen]
     stop = threading.Event()
 
     def sample():
         while not stop.is_set():
             peak["driver_mb"] = max(peak["driver_mb"], _rss_mb(os.getpid()))
             for pid in _ray_worker_pids():
-                peak["worker_mb"] = max(peak["worker_mb"], _rss_mb(pid))
+                mb, role = _rss_mb(pid), _role(pid)
+                entry = by_pid.setdefault(pid, [0.0, set()])
+                if mb > entry[0] + 8:  # a new high: remember what the worker was doing
+                    entry[0], entry[1] = mb, set()
+                if role and mb >= entry[0] - 8:
+                    entry[1].add(role)
                 peak["worker_rss_mb"] = max(peak["worker_rss_mb"], _rss_mb(pid, "VmRSS"))
+            if by_pid:
+                mb, roles = max(by_pid.values(), key=lambda e: e[0])
+                peak["worker_mb"], peak["worker_roles"] = mb, ", ".join(sorted(roles))
             time.sleep(0.5)
 
     threading.Thread(target=sample, daemon=True).start()
@@ -182,11 +238,32 @@ def job_run(lake: str, ckpt: str, out: str, device: str) -> dict:
             f"model={ckpt}",
             f"output={out}",
             f"use_gpu={'true' if device == 'cuda' else 'false'}",
+            *settings,
         ],
     )
     summary = score.run(cfg, nightly=False)
     stop.set()
     return {**summary, **peak, "parquet_files": len(list(Path(out).rglob("*.parquet")))}
+
+
+def cold_start(images: int, code_roots: list[str], realistic: bool) -> None:
+    """``fiqa score`` over a fresh small lake, in a fresh process per checkout: wall seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ckpt = make_checkpoint(tmp / "ckpt", "student-edgenext-xxs", None)
+        write_lake(tmp / "lake", images, realistic)
+        for i, root in enumerate(code_roots):
+            cmd = [sys.executable, "-m", "jobs.cli", "score", f"input={tmp / 'lake'}",
+                   f"model={ckpt}", f"output={tmp / f'out{i}'}"]
+            env = {**os.environ, "PYTHONPATH": root, "HF_HUB_OFFLINE": "1"}
+            t0 = time.time()
+            r = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env)
+            wall = time.time() - t0
+            if r.returncode != 0:
+                print(r.stderr[-3000:])
+                raise SystemExit(1)
+            print(f"cold start: fiqa score over {images} images from {root}: {wall:.1f} s wall "
+                  "(process start to exit)", flush=True)
 
 
 def main() -> None:
@@ -199,6 +276,11 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--memory-sizes", type=int, nargs="*", default=[])
     p.add_argument("--device", default=None)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="job settings for the end-to-end and memory runs")
+    p.add_argument("--cold", type=int, default=100, help="cold-start lake size (0: skip)")
+    p.add_argument("--cold-only", action="store_true", help="only the cold-start measurement")
+    p.add_argument("--code-root", nargs="+", default=[str(ROOT)], help="checkouts to cold-start")
     p.add_argument("--job-only", nargs=3, metavar=("LAKE", "CKPT", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -206,7 +288,10 @@ def main() -> None:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.job_only:  # child process of the memory comparison
-        print(json.dumps(job_run(*args.job_only, device)))
+        print(json.dumps(job_run(*args.job_only, device, args.set)))
+        return
+    if args.cold_only:
+        cold_start(args.cold, [os.path.abspath(r) for r in args.code_root], args.realistic)
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -214,9 +299,21 @@ def main() -> None:
         lake = tmp / "lake"
         write_lake(lake, args.images, args.realistic)
         files = sorted(lake.rglob("*.jpg"))[: args.reference_images]
-        rates = {p: model_only(ckpt, args.batch, 10, device, p) for p in ("fp32", "bf16")}
-        for p, r in rates.items():
-            print(f"model only, torch {p}, batch {args.batch}: {r:.1f} images/s", flush=True)
+        cores = os.cpu_count() or 1
+        threads = [0] if device == "cuda" else sorted({1, cores})
+        rates = {
+            (p, t): model_only(ckpt, args.batch, 10, device, p, t)
+            for p in ("fp32", "bf16") for t in threads
+        }
+        for (p, t), r in rates.items():
+            where = f", {t} thread{'s' * (t > 1)} in one process" if t else ""
+            print(f"model only, torch {p}, batch {args.batch}{where}: {r:.1f} images/s", flush=True)
+        if device == "cpu" and cores > 1:
+            # the job runs single-threaded actors side by side (jobs.score.pipeline)
+            rates[("bf16", "procs")] = side_by_side(ckpt, args.batch, cores)
+            print(f"model only, torch bf16, batch {args.batch}, {cores} single-threaded "
+                  f"processes side by side: {rates[('bf16', 'procs')]:.1f} images/s", flush=True)
+        torch.set_num_threads(cores)
         parity = precision_parity(ckpt, files, device)
         print(
             f"bf16 vs fp32 on {parity['images']} images: SRCC {parity['srcc']:.5f}, largest raw "
@@ -233,7 +330,7 @@ def main() -> None:
         )
         model_rate = max(rates.values())
         ref_rate = reference_loop(ckpt, files, device)
-        job = job_run(str(lake), ckpt, str(tmp / "out"), device)
+        job = job_run(str(lake), ckpt, str(tmp / "out"), device, args.set)
         rate = job["images_per_s"]
         print(
             f"{args.preset} {args.size or 'preset'} px on {device}, {args.images} images: "
@@ -244,6 +341,11 @@ def main() -> None:
             f"for {job['rows']} rows",
             flush=True,
         )
+        if args.cold:
+            import ray
+
+            ray.shutdown()  # a cold start has the machine to itself
+            cold_start(args.cold, [os.path.abspath(r) for r in args.code_root], args.realistic)
         for n in args.memory_sizes:
             big = tmp / f"lake{n}"
             write_lake(big, n, realistic=False, seed=n)
@@ -257,6 +359,8 @@ def main() -> None:
                     str(tmp / f"out{n}"),
                     "--device",
                     device,
+                    "--set",
+                    *args.set,
                 ],
                 capture_output=True,
                 text=True,
@@ -265,10 +369,12 @@ def main() -> None:
             if r.returncode != 0:
                 print(r.stderr[-3000:])
                 raise SystemExit(1)
-            res = json.loads(r.stdout.strip().splitlines()[-1])
+            # Ray may forward worker log lines after the result: take the last JSON line
+            res = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("{")][-1])
             print(
                 f"memory at {n} images: driver peak {res['driver_mb']:.0f} MB private; "
-                f"largest Ray worker peak {res['worker_mb']:.0f} MB private, "
+                f"largest Ray worker peak {res['worker_mb']:.0f} MB private "
+                f"({res['worker_roles'] or 'idle'}), "
                 f"{res['worker_rss_mb']:.0f} MB RSS with mapped object-store pages "
                 f"({res['images_per_s']} images/s)",
                 flush=True,

@@ -11,8 +11,10 @@ import datetime as dt
 import fnmatch
 import hashlib
 import posixpath
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 
 import fsspec
 
@@ -117,17 +119,26 @@ def _row(fs, info: dict, like: str) -> dict:
 
 
 def load_images(
-    paths: Sequence[str], decode: Callable[[bytes], Decoded], threads: int = 16
+    paths: Sequence[str],
+    decode: Callable[[bytes], Decoded],
+    threads: int = 16,
+    decode_slots: int | None = None,
 ) -> list[Decoded]:
     """Read (retrying transient errors) and decode each path; one result per path, in order.
 
-    Reads run in a thread pool, so object-store latency overlaps; PIL releases the GIL while
-    decoding. Unreadable objects become ``missing`` / ``read_error`` results. Never raises.
+    Reads run in a thread pool, so object-store latency overlaps. PIL releases the GIL while
+    decoding, so decodes would run on as many cores as there are threads: ``decode_slots``
+    bounds how many run at once (the CPUs the caller reserved), reads stay concurrent.
+    Unreadable objects become ``missing`` / ``read_error`` results. Never raises.
     """
+    slots = threading.BoundedSemaphore(decode_slots) if decode_slots else nullcontext()
 
     def one(path: str) -> Decoded:
         data, status, error = storage.read_bytes_retrying(path)
-        return decode(data) if data is not None else Decoded(status, error)
+        if data is None:
+            return Decoded(status, error)
+        with slots:
+            return decode(data)
 
     if threads <= 1 or len(paths) <= 1:
         return [one(p) for p in paths]

@@ -28,6 +28,15 @@ def init_ray(address: str | None = None, min_cpus: float = 0) -> None:
     log.info("started a local Ray with %d logical CPUs", cpus)
 
 
+def cluster_cores() -> int:
+    """The cluster's CPUs as Ray counts them; for a one-node cluster on this machine (a local
+    Ray, whose logical CPUs are raised to at least 4), no more than this machine's cores."""
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    if len([n for n in ray.nodes() if n.get("Alive")]) == 1:
+        cpus = min(cpus, os.cpu_count() or cpus)
+    return max(1, cpus)
+
+
 def cluster_has_gpus() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 

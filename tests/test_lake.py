@@ -51,3 +51,34 @@ def test_listing_one_level_then_recursively(tmp_path):
     assert below == [str(tmp_path / "a" / "b" / "two.jpg")]
     with pytest.raises(FileNotFoundError, match="no such folder or prefix"):
         list_top(str(tmp_path / "nope"))
+
+
+def test_decodes_are_bounded_by_decode_slots_while_reads_overlap(tmp_path):
+    import threading
+    import time
+
+    from fiqa_core.images import Decoded
+    from fiqa_core.lake import load_images
+
+    paths = []
+    for i in range(12):
+        (tmp_path / f"{i}.bin").write_bytes(bytes([i]))
+        paths.append(str(tmp_path / f"{i}.bin"))
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def decode(data: bytes) -> Decoded:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        return Decoded("ok", str(data[0]))
+
+    out = load_images(paths + [str(tmp_path / "gone.bin")], decode, threads=6, decode_slots=1)
+    assert most[0] == 1  # one decode at a time: the CPU the caller reserved
+    assert [d.error for d in out[:12]] == [str(i) for i in range(12)]  # in order
+    assert out[12].status == "missing"
+    most[0] = 0
+    load_images(paths, decode, threads=6)  # unbounded: decodes overlap on the threads
+    assert most[0] > 1

@@ -1,5 +1,6 @@
 """Pseudo-labeling and nightly scoring over a generated lake, on a local Ray."""
 
+import dataclasses
 import json
 import os
 
@@ -110,6 +111,8 @@ def test_pseudo_label_scores_every_file_once_with_its_status(
     written = sorted(out.rglob("*.parquet"))
     assert marker["files"] == len(written) <= 8
     assert all(len(list(b.glob("*.parquet"))) == 1 for b in out.glob("bucket=*"))
+    # and each file is one row group, not one per 16-row block (metadata 9x the data)
+    assert {pq.ParquetFile(f).metadata.num_row_groups for f in written} == {1}
     assert "images/s" in capsys.readouterr().out
 
     # a rerun of a finished run changes nothing
@@ -229,7 +232,52 @@ def test_decoding_runs_in_its_own_tasks_not_fused_into_the_scorers(ray_local, ch
     assert "TaskPoolMapOperator[MapBatches(decode_batch)]" in physical
     assert "decode_batch)->" not in physical  # not fused with the scoring actors
     # the reservation is settable, and the estimate grows with what a task holds at once
-    wider = cfg(input="unused/", model=checkpoint, output="unused", read_threads=4)
-    assert decode_task_memory(wider, SIZE) < decode_task_memory(c, SIZE) < 300 * 2**20
+    bigger = dataclasses.replace(c, decode_batch_size=64)
+    assert 300 * 2**20 < decode_task_memory(c, SIZE) < decode_task_memory(bigger, SIZE)
     fixed = cfg(input="unused/", model=checkpoint, output="unused", decode_task_mb=100)
     assert decode_task_memory(fixed, SIZE) == 100 * 2**20
+
+
+def test_cpu_budget_split_between_scorers_and_decoding(ray_local, checkpoint, monkeypatch):
+    """On CPUs: single-threaded actors on 3/4 of the cores, the rest decode; one per GPU."""
+    from jobs import ray_env
+    from jobs.score import pipeline
+
+    for cores, actors in [(1, 1), (2, 2), (4, 3), (16, 12)]:
+        monkeypatch.setattr(ray_env, "cluster_cores", lambda c=cores: c)
+        assert pipeline.default_scorers(use_gpu=False) == actors
+    assert pipeline.default_scorers(use_gpu=True) == 1  # this cluster has no GPUs: at least 1
+    # an actor runs torch on the threads it was given, whatever Ray pinned
+    threads = torch.get_num_threads()
+    try:
+        actor = pipeline.ScoreActor(checkpoint, "cpu", None, "now", threads=1, precision="fp32")
+        assert torch.get_num_threads() == 1 and actor.scorer.batch_size == 8
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_many_write_tasks_per_bucket_keep_one_row_per_image(tmp_path, checkpoint, ray_local):
+    """Small write batches: several files per bucket, still each image once, and a resumed
+    run reads every file of a bucket to find what is done."""
+    lake = tmp_path / "lake"
+    for i in range(6):  # six listing tasks: blocks of rows that reach the writer apart
+        imagegen.write_labeled_set(lake / f"part{i}", 20, seed=i, size=(40, 48))
+    files = image_files(lake)
+    out = tmp_path / "pl"
+    tiny = {"write_batch_mb": 0.0001}  # a write task per block of rows
+    summary = score_job.run(cfg(input=lake, model=checkpoint, output=out, **tiny), nightly=False)
+    per_bucket = [len(list(b.glob("*.parquet"))) for b in out.glob("bucket=*")]
+    assert max(per_bucket) > 1  # several write tasks wrote into one bucket
+    assert summary["files"] == sum(per_bucket)
+    df = read_partition(str(out))
+    assert sorted(df["path"]) == files and summary["rows"] == len(files)
+    # resume: drop _SUCCESS and one file of a bucket holding several; only its rows redo
+    (out / "_SUCCESS").unlink()
+    crowded = next(b for b in out.glob("bucket=*") if len(list(b.glob("*.parquet"))) > 1)
+    victim = next(crowded.glob("*.parquet"))
+    lost = len(pq.read_table(victim))
+    victim.unlink()
+    again = score_job.run(cfg(input=lake, model=checkpoint, output=out, **tiny), nightly=False)
+    df = read_partition(str(out))
+    assert sorted(df["path"]) == files and again["rows"] == len(files)
+    assert (df["scored_at"] == again["run_started"]).sum() == lost  # only the lost rows redone

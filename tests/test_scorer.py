@@ -76,3 +76,14 @@ def test_empty_input():
     s = Scorer(create_model("student-edgenext-xxs", image_size=64), device="cpu")
     out = s.score([])
     assert all(len(v) == 0 for v in out.values())
+
+
+def test_default_forward_batch_is_cache_sized_on_cpu_with_the_same_scores(checkpoint, photos):
+    default = Scorer.from_checkpoint(checkpoint, device="cpu", precision="fp32")
+    assert default.batch_size == 8  # fastest on the CPU (bench/RESULTS.md)
+    wide = Scorer.from_checkpoint(checkpoint, device="cpu", batch_size=64, precision="fp32")
+    assert wide.batch_size == 64
+    files = [imagegen.encode(p, "JPEG", quality=90) for p in photos] * 4  # > one chunk of 8
+    np.testing.assert_allclose(
+        default.score(files)["raw_score"], wide.score(files)["raw_score"], rtol=0, atol=1e-5
+    )

@@ -29,7 +29,9 @@ class ScoreConfig:
                                    "unset: today (UTC)")
     buckets: int = setting(64, "output partitions by a stable hash of the path; keep it fixed "
                            "across runs (a change rescores everything)")
-    batch_size: int = setting(64, "images per forward pass", operational=True)
+    batch_size: int | None = setting(None, "images per forward pass; unset: 8 on a CPU (a "
+                                     "batch that fits its caches runs fastest there), 64 on "
+                                     "a GPU", operational=True)
     decode_batch_size: int = setting(32, "images per decode task", operational=True)
     read_threads: int = setting(16, "concurrent object reads per decode task", operational=True)
     decode_task_mb: int | None = setting(None, "memory a decode task reserves; unset: an "
@@ -45,9 +47,15 @@ class ScoreConfig:
                              "fp32), fp32 or bf16. An engine choice like use_gpu: scores agree "
                              "in rank order (SRCC >= 0.999), so it does not change stage keys",
                              operational=True, choices=PRECISIONS)
-    scorers: int | None = setting(None, "scoring actors; unset: one per GPU, else 1",
+    scorers: int | None = setting(None, "scoring actors; unset: one per GPU, else one "
+                                  "per core for 3/4 of the cluster's cores (the rest decode)",
                                   operational=True)
-    scorer_cpus: float = setting(1.0, "CPUs reserved per scoring actor", operational=True)
+    scorer_cpus: float = setting(1.0, "CPUs reserved per scoring actor; the other CPUs run "
+                                 "decode tasks, one decode at a time each", operational=True)
+    scorer_threads: int | None = setting(None, "torch threads of a scoring actor on CPUs; "
+                                         "unset: its reserved CPUs rounded up (1 by default: "
+                                         "one thread per actor uses a core best)",
+                                         operational=True)
     use_gpu: bool | None = setting(None, "score on GPUs; unset: when the cluster has them",
                                    operational=True)
     draft: bool = setting(False, "reduced-scale JPEG decoding: faster on large photos, "
@@ -59,9 +67,11 @@ class ScoreConfig:
 
 
 def check(cfg: ScoreConfig) -> None:
-    if min(cfg.buckets, cfg.batch_size, cfg.decode_batch_size) < 1 or cfg.write_batch_mb <= 0:
+    counts = (cfg.buckets, cfg.batch_size or 1, cfg.decode_batch_size, cfg.scorer_threads or 1)
+    if min(counts) < 1 or cfg.write_batch_mb <= 0 or cfg.scorer_cpus <= 0:
         raise ConfigError(
-            "buckets, batch_size and decode_batch_size must be >= 1, write_batch_mb > 0"
+            "buckets, batch_size, decode_batch_size and scorer_threads must be >= 1, "
+            "write_batch_mb and scorer_cpus > 0"
         )
 
 

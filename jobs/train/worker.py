@@ -37,7 +37,7 @@ def train_loop(c: dict) -> None:
     train_model = ray.train.torch.prepare_model(model)  # to device, DDP when world > 1
     # validation and calibration predictions: the same inference path as scoring a lake
     precision = "bf16" if c["amp"] and device.type == "cuda" else "fp32"
-    scorer = Scorer(model, device=device, batch_size=64, precision=precision)
+    scorer = Scorer(model, device=device, precision=precision)
     optimizer = build_optimizer(model, c["lr"], c["weight_decay"])
     scheduler = build_scheduler(optimizer, c["lr_step_epochs"], c["lr_gamma"])
     state = _restore(ray.train.get_checkpoint())
