@@ -23,3 +23,7 @@ class InputError(FiqaError, ValueError):
 
 class NotFoundError(FiqaError, FileNotFoundError):
     """An input file, folder, prefix or checkpoint does not exist."""
+
+
+class OutputBusy(FiqaError):
+    """Another live run holds the output's lease (:mod:`fiqa_core.lease`); exit status 3."""

@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 
 from fiqa_core.config import describe_settings
-from fiqa_core.errors import FiqaError
+from fiqa_core.errors import FiqaError, OutputBusy
 
 # name -> (module, one-line help)
 SUBCOMMANDS = {
@@ -30,7 +30,8 @@ SUBCOMMANDS = {
     "evaluate": ("jobs.evaluate", "metrics and compute cost of a checkpoint on held-out labels"),
     "demo": ("jobs.demo", "run a whole round on demo data made from bundled photographs"),
 }
-EXIT_CODES = "exit status: 0 done, 2 bad settings or input, 1 the job failed (traceback shown)"
+EXIT_CODES = ("exit status: 0 done, 2 bad settings or input, 3 output busy (another run holds "
+              "its lease), 1 the job failed (traceback shown)")
 
 
 class JobFailed(RuntimeError):
@@ -100,13 +101,17 @@ def overrides_of(args: argparse.Namespace) -> list[str]:
 def run_job(prog: str, body: Callable[[], object]) -> int:
     """Run a job's body with the CLI's error policy; returns the exit status.
 
-    Bad settings or input (:class:`FiqaError`) print one line and return 2; a job that failed
+    Bad settings or input (:class:`FiqaError`) print one line and return 2, an output that
+    another run holds (:class:`~fiqa_core.errors.OutputBusy`) returns 3; a job that failed
     after starting (:class:`JobFailed`) prints its message and the whole chained cause and
     returns 1; anything else is a bug and propagates with its traceback.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         body()
+    except OutputBusy as e:
+        print(f"{prog}: busy: {e}", flush=True)
+        return 3
     except FiqaError as e:
         print(f"{prog}: error: {e}", flush=True)
         return 2

@@ -3,6 +3,7 @@
 standard environment: credentials and ``AWS_ENDPOINT_URL``. Nothing is patched in-process."""
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +116,80 @@ def test_round_reads_and_writes_s3(s3, tmp_path):
     saved = read_parquet(f"s3://{out}/eval/predictions/student.parquet")
     assert len(saved) == 12 and list(again["path"]) == list(saved["path"])
     np.testing.assert_allclose(again["raw_score"], saved["raw_score"], atol=1e-5)
+
+
+def test_leases_with_conditional_writes(s3):
+    """If-None-Match creates, If-Match renews, takes over and releases."""
+    import json
+    import time
+
+    import fsspec
+
+    from fiqa_core.errors import OutputBusy
+    from fiqa_core.lease import LEASE, Lease
+
+    fs = fsspec.filesystem("s3")
+    fs.mkdir("lease-bucket")
+    out = "s3://lease-bucket/scores/date=2026-11-28"
+    with Lease(out, "first on s3", ttl_s=1.2):
+        with pytest.raises(OutputBusy, match="first on s3"):
+            Lease(out, "second", ttl_s=1.2).acquire()
+        time.sleep(1.5)  # renewed (If-Match on its own ETag) meanwhile: still busy
+        with pytest.raises(OutputBusy):
+            Lease(out, "third", ttl_s=1.2).acquire()
+    fs.invalidate_cache()
+    assert not fs.exists(out + "/" + LEASE)
+    # a dead holder's lease (never renewed) is taken over once expired
+    fs.pipe(out + "/" + LEASE, json.dumps({"holder": "dead", "renewed": time.time() - 10,
+                                           "ttl_s": 1.2, "command": "dead run"}).encode())
+    with Lease(out, "taker", ttl_s=1.2) as lease:
+        lease.check()
+        fs.invalidate_cache()
+        assert json.loads(fs.cat(out + "/" + LEASE))["command"] == "taker"
+
+
+def test_two_scoring_runs_on_one_s3_output_write_each_row_once(s3, tmp_path):
+    """The second run is refused through the S3 lease (If-None-Match), the first completes."""
+    import boto3
+    import fsspec
+    import pyarrow.parquet as pq
+    import torch
+
+    from fiqa_core import Calibration, create_model, save_checkpoint
+    from fiqa_core.lease import LEASE
+    from jobs.cli import main as cli_main
+    from tests import imagegen
+    from tests.test_concurrency import start
+
+    client = boto3.client("s3")
+    if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
+        client.create_bucket(Bucket=BUCKET)
+    for i in range(2):
+        imagegen.write_labeled_set(tmp_path / "lake" / f"part{i}", 30, seed=i, size=(40, 48))
+    n = upload(tmp_path / "lake", "two-runs/lake")
+    torch.manual_seed(0)
+    save_checkpoint(create_model("student-edgenext-xxs", image_size=32), str(tmp_path / "m"),
+                    calibration=Calibration(5.0, 1.0, 0.0, 0.05))
+    out = f"s3://{BUCKET}/two-runs/pl"
+    args = ["pseudo-label", f"input=s3://{BUCKET}/two-runs/lake/", f"model={tmp_path / 'm'}",
+            f"output={out}", "buckets=4", "scorers=1", "precision=fp32"]
+    first = start(*args)
+    fs = fsspec.filesystem("s3")
+    t0 = time.time()
+    while not fs.exists(f"{out}/{LEASE}"):
+        assert first.poll() is None, first.stdout.read()
+        assert time.time() - t0 < 120
+        time.sleep(0.3)
+        fs.invalidate_cache()
+    assert cli_main(args[:]) == 3  # refused at once, the first one named
+    assert first.wait(timeout=300) == 0, first.stdout.read()
+    fs.invalidate_cache()
+    paths = []
+    for f in fs.find(out):
+        if f.endswith(".parquet"):
+            with fs.open(f, "rb") as fh:
+                paths += pq.read_table(fh).column("path").to_pylist()
+    lake_images = sum(1 for p in paths if p.endswith(".jpg"))
+    assert len(paths) == len(set(paths)) == lake_images == n  # each image exactly once
+    assert json.loads(fs.cat(f"{out}/_SUCCESS"))["rows"] == len(paths)
+    assert not fs.exists(f"{out}/{LEASE}")

@@ -12,14 +12,22 @@ import fsspec
 
 from fiqa_core import storage
 from fiqa_core.config import resolve_config
-from fiqa_core.errors import ConfigError
+from fiqa_core.errors import ConfigError, InputError
 from jobs import faults
 from jobs.cli import overrides_of, run_job, settings_parser
 
 from .config import ScoreConfig, check, partition_uri
 from .listing import col, list_images
 from .pipeline import FAULT_MARKER, score_stages
-from .planning import MARKER, buckets_of, finish_reused, plan, previous_partition
+from .planning import (
+    MARKER,
+    buckets_of,
+    check_models,
+    finish_reused,
+    plan,
+    previous_partition,
+    repair,
+)
 from .summary import final_line, summarise
 
 log = logging.getLogger("fiqa.score")
@@ -56,9 +64,13 @@ def _already_complete(out: str, cfg: ScoreConfig, model_id: str) -> dict | None:
 
 
 def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
-    """Score every image under ``cfg.input``; returns the ``_SUCCESS`` summary."""
+    """Score every image under ``cfg.input``; returns the ``_SUCCESS`` summary.
+
+    One run at a time writes a partition: a second one is refused with
+    :class:`~fiqa_core.errors.OutputBusy` while the first holds the partition's lease.
+    """
     from fiqa_core import read_checkpoint_config  # JSON only: the driver never loads torch
-    from jobs.ray_env import cluster_has_gpus, init_ray
+    from fiqa_core.lease import Lease
 
     check(cfg)
     model = read_checkpoint_config(cfg.model)
@@ -66,12 +78,24 @@ def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
     done = _already_complete(out, cfg, model.id)
     if done is not None:
         return done
+    prog = "fiqa score" if nightly else "fiqa pseudo-label"
+    with Lease(out, f"{prog} input={cfg.input} model={cfg.model}") as lease:
+        done = _already_complete(out, cfg, model.id)  # the run that held the lease finished
+        if done is not None:
+            return done
+        return _run(cfg, nightly, model, out, lease)
+
+
+def _run(cfg: ScoreConfig, nightly: bool, model, out: str, lease) -> dict:
+    from jobs.ray_env import cluster_has_gpus, init_ray
+
     t0 = time.time()
     init_ray(cfg.address, min_cpus=2)
     use_gpu = cluster_has_gpus() if cfg.use_gpu is None else cfg.use_gpu
     listing, n_files = list_images(cfg)
     images = listing.count()
     print(f"fiqa: listed {n_files} files, {images} images ({time.time() - t0:.0f} s)", flush=True)
+    check_models(out, model.id)
     previous = previous_partition(cfg.output, out) if nightly else None
     prev_buckets = buckets_of(previous)
     if previous and prev_buckets != cfg.buckets:
@@ -102,6 +126,11 @@ def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
         row_group_size=ROW_GROUP_ROWS,
     )
     summary = summarise(out)
+    if summary["rows"] != images:  # rows twice, or rows of files gone since: repair
+        repaired = repair(listing, out)
+        log.warning("%s: removed %d duplicate row(s) and %d row(s) of files no longer listed",
+                    out, repaired["duplicates"], repaired["unlisted"])
+        summary = summarise(out)
     summary.update(
         input=cfg.input,
         model=model.id,
@@ -114,10 +143,11 @@ def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
     )
     summary["images_per_s"] = round(summary["scored"] / max(summary["seconds"], 1e-9), 1)
     if summary["rows"] != images:
-        raise RuntimeError(
-            f"{out}: {summary['rows']} rows for {images} images; the partition holds rows "
-            "from files that have since changed or gone. Delete it and run again."
+        raise InputError(
+            f"{out}: {summary['rows']} rows for {images} images after repair; the partition "
+            "holds rows this run cannot account for. Move it aside and run again."
         )
+    lease.check()  # never commit over a run that took the output over
     storage.write_bytes(storage.join(out, MARKER), json.dumps(summary, indent=2).encode())
     _remove_fault_marker(cfg.output)
     print(final_line(summary, out, MARKER))

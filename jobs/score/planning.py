@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 
 import fsspec
 import numpy as np
@@ -13,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fiqa_core import storage
+from fiqa_core.errors import InputError
 from fiqa_core.tables import parquet_files
 
 from .schema import CARRIED, FACTS, OUTPUT_SCHEMA, PLAN_SCHEMA, arrow
@@ -47,7 +49,7 @@ def buckets_of(partition: str | None) -> int | None:
 
 def plan(listing, out: str, previous: str | None, model_id: str):
     """Per image: score, or reuse (nightly, unchanged); rows already in ``out`` drop out."""
-    if previous is None and not storage.exists(out):
+    if previous is None and not has_rows(out):
         # a first run into an empty output: nothing to skip or carry, so no shuffle by bucket
         return listing.map_batches(_plan_all, batch_format="pandas")
     return (
@@ -59,6 +61,71 @@ def plan(listing, out: str, previous: str | None, model_id: str):
         )
         .materialize()
     )
+
+
+def has_rows(out: str) -> bool:
+    """Whether the partition has any bucket folder yet (the lease alone does not count)."""
+    fs, root = fsspec.core.url_to_fs(out)
+    if not fs.exists(root):
+        return False
+    return any(p.rstrip("/").rsplit("/", 1)[-1].startswith("bucket=") for p in fs.ls(root, False))
+
+
+def check_models(out: str, model_id: str) -> None:
+    """Refuse a partition that holds rows of another model (an unfinished run with it):
+    counting them as done would mix two models' scores under one ``_SUCCESS``."""
+    if not has_rows(out):
+        return
+    import pyarrow.compute as pc
+
+    fs, root = fsspec.core.url_to_fs(out)
+    models: set[str] = set()
+    for f in parquet_files(fs, root):
+        try:
+            column = pq.read_table(f, filesystem=fs, columns=["model"]).column("model")
+        except Exception:  # a partial shard: planning removes it
+            continue
+        models.update(m for m in pc.unique(column).to_pylist() if m is not None)
+    foreign = sorted(models - {model_id})
+    if foreign:
+        raise InputError(
+            f"{out} holds rows of model {', '.join(foreign)} from an unfinished run, not of "
+            f"{model_id}: write to another output (or run_date), or finish that run with its "
+            "own model first"
+        )
+
+
+def repair(listing, out: str) -> dict:
+    """Keep one row per listed path in every bucket of ``out``: drop duplicate rows (the
+    latest scored stays) and rows of files no longer listed; buckets already right are not
+    touched. Returns the counts removed."""
+    counts = (
+        listing.groupby("bucket")
+        .map_groups(repair_bucket, fn_kwargs={"out": out}, batch_format="pandas")
+        .to_pandas()
+    )
+    return {c: int(counts[c].sum()) if len(counts) else 0 for c in ("duplicates", "unlisted")}
+
+
+def repair_bucket(group: pd.DataFrame, out: str) -> pd.DataFrame:
+    bucket = int(group["bucket"].iloc[0])
+    fs, root = fsspec.core.url_to_fs(storage.join(out, f"bucket={bucket}"))
+    files = parquet_files(fs, root) if fs.exists(root) else []
+    rows = read_bucket(out, bucket)
+    listed = rows[rows["path"].isin(set(group["path"]))]
+    keep = listed.sort_values("scored_at", kind="stable").drop_duplicates("path", keep="last")
+    counts = {"duplicates": [len(listed) - len(keep)], "unlisted": [len(rows) - len(listed)]}
+    if len(keep) < len(rows):
+        # the repaired file first, then the old ones: a crash between leaves duplicates,
+        # which the next run repairs the same way
+        fixed = f"{root}/repaired-{uuid.uuid4().hex}.parquet"
+        table = arrow(keep.reset_index(drop=True).drop(columns=["bucket"], errors="ignore"),
+                      pa.schema([f for f in OUTPUT_SCHEMA if f.name != "bucket"]))
+        with fs.open(fixed, "wb") as f:
+            pq.write_table(table, f)
+        for old in files:
+            fs.rm(old)
+    return pd.DataFrame(counts)
 
 
 def read_bucket(partition: str | None, bucket: int, columns=None) -> pd.DataFrame:

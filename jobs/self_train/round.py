@@ -10,6 +10,7 @@ from fiqa_core import storage
 from fiqa_core.config import resolve_config, save_config
 from fiqa_core.errors import ConfigError, FiqaError
 from fiqa_core.extras import require
+from fiqa_core.lease import Lease
 from jobs.cli import JobFailed, format_cause, overrides_of, run_job, settings_parser
 
 from .config import RoundConfig, absolute_paths
@@ -60,6 +61,15 @@ def _check_from_stage(cfg, stages, from_stage, until_stage) -> int | None:
 def run(cfg: RoundConfig, from_stage: str | None = None, until_stage: str | None = None) -> dict:
     """Run the round's stages in order; returns ``{stage: "skipped" | "ran" | "resumed"}``."""
     cfg = absolute_paths(cfg)
+    # one run per round: a second one is refused while this one lives (its stages take
+    # their own outputs' leases too, so a single job started on one of them waits its turn)
+    with Lease(cfg.output, f"fiqa self-train output={cfg.output}") as lease:
+        outcome = _run(cfg, from_stage, until_stage)
+        lease.check()
+        return outcome
+
+
+def _run(cfg: RoundConfig, from_stage: str | None, until_stage: str | None) -> dict:
     stages = plan_stages(cfg)
     last = STAGES.index(until_stage) if until_stage else len(STAGES) - 1
     first_forced = _check_from_stage(cfg, stages, from_stage, until_stage)

@@ -9,6 +9,7 @@ from fiqa_core import storage
 from fiqa_core.checkpoint_config import CheckpointConfig, read_checkpoint_config
 from fiqa_core.config import config_hash, config_to_dict, save_config
 from fiqa_core.errors import InputError, NotFoundError
+from fiqa_core.lease import Lease
 from fiqa_core.presets import get_preset
 from fiqa_core.tables import check_shard_schema, read_labels, split_labels, write_parquet
 from jobs import faults
@@ -36,6 +37,17 @@ def run(cfg: TrainConfig) -> CheckpointConfig:
     if finished(cfg, chash):
         print(f"fiqa train: {cfg.output} is already trained with this config; nothing to do.")
         return read_checkpoint_config(cfg.output)
+    # one training run per checkpoint: a second one is refused while this one lives
+    with Lease(cfg.output, f"fiqa train output={cfg.output} preset={cfg.preset}") as lease:
+        if finished(cfg, chash):  # the run that held the lease finished it
+            print(f"fiqa train: {cfg.output} was trained meanwhile with this config; done.")
+            return read_checkpoint_config(cfg.output)
+        final = _train(cfg, size, chash)
+        lease.check()
+        return final
+
+
+def _train(cfg: TrainConfig, size: int, chash: str) -> CheckpointConfig:
     labels = split_labels(read_labels(cfg.labels, cfg.images_root), cfg.val_fraction, cfg.seed)
     for folder in cfg.pseudo_labels:
         check_shard_schema(folder)
