@@ -27,3 +27,8 @@ class NotFoundError(FiqaError, FileNotFoundError):
 
 class OutputBusy(FiqaError):
     """Another live run holds the output's lease (:mod:`fiqa_core.lease`); exit status 3."""
+
+
+class LeaseLost(RuntimeError):
+    """This run's lease was taken over (it stopped renewing for too long), so it must not
+    commit; the CLI reports it with exit status 1, like a job that failed after starting."""

@@ -5,14 +5,17 @@ must not interleave. The first takes ``<output>/_LEASE``; a second one is refuse
 with :class:`OutputBusy`, which names the holder (host, process, command, since when) and
 when its lease runs out. The holder renews the lease every third of ``ttl_s``; a holder
 that died (killed, node lost) stops renewing, and the next run takes the lease over once
-it has not been renewed for ``ttl_s`` seconds, without anyone deleting anything.
+it has not been renewed for ``ttl_s`` seconds (at once when the holder ran on the same
+host and its process is gone), without anyone deleting anything. Expiry compares the
+holder's clock with the reader's: hosts sharing outputs need synchronised clocks (NTP).
 
 Atomicity comes from the store:
 - local disks: every change happens under ``flock`` on ``<output>/_LEASE.lock`` (released
   by the kernel when a process dies), then ``os.replace``;
 - S3 and S3-compatible stores: conditional writes, ``If-None-Match: *`` to create and
   ``If-Match: <etag>`` to renew, take over or release (S3 since 2024, MinIO, moto).
-Other stores fall back to plain writes, which keep the refusal but not the race-freedom.
+Other stores fall back to plain writes, which keep the refusal but not the race-freedom;
+so do S3-compatible stores that ignore the conditional headers.
 
 ``FIQA_LEASE_S`` sets ``ttl_s`` (default 60 s): the longest a dead holder blocks a rerun.
 """
@@ -35,15 +38,11 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from . import storage
-from .errors import FiqaError, OutputBusy
+from .errors import FiqaError, LeaseLost, OutputBusy
 
 log = logging.getLogger("fiqa.lease")
 LEASE = "_LEASE"
 DEFAULT_TTL_S = 60.0
-
-
-class LeaseLost(FiqaError):
-    """This run's lease was taken over (it stopped renewing for too long): it must not commit."""
 
 
 def default_ttl() -> float:
@@ -68,7 +67,8 @@ def _stamp(t: float) -> str:
 
 
 class _Store:
-    """Create / compare-and-swap / delete one small file; a token identifies a version."""
+    """Create / compare-and-swap / delete one small file. A token names a version: the
+    content's MD5 on a local disk, the object's ETag (as the store reports it) on S3."""
 
     def __init__(self, uri: str):
         self.uri = uri
@@ -79,8 +79,8 @@ class _Store:
         self.fs.makedirs(parent, exist_ok=True)
 
     @staticmethod
-    def token(data: bytes) -> str:
-        return '"' + hashlib.md5(data).hexdigest() + '"'  # an S3 single-part PUT's ETag
+    def _md5(data: bytes) -> str:
+        return hashlib.md5(data).hexdigest()
 
     @contextlib.contextmanager
     def _locked(self):
@@ -96,70 +96,111 @@ class _Store:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def read(self) -> tuple[bytes, str] | None:
-        try:
-            data = self.fs.cat_file(self.path)
-        except FileNotFoundError:
-            return None
-        return data, self.token(data)
-
     def _s3(self, method: str, **kwargs):
         bucket, key, _ = self.fs.split_path(self.path)
         return self.fs.call_s3(method, Bucket=bucket, Key=key, **kwargs)
 
     @staticmethod
-    def _lost_race(e: Exception) -> bool:
-        """A failed condition (s3fs turns 412 into FileExistsError) or a vanished object."""
-        if isinstance(e, (FileExistsError, FileNotFoundError)):
-            return True
-        code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
-        return code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey")
+    def _lost_race(e: BaseException) -> bool:
+        """A failed condition or a vanished object. s3fs turns a 412 into FileExistsError
+        (If-None-Match) or a plain OSError whose cause is the ClientError (If-Match)."""
+        seen = 0
+        while e is not None and seen < 4:
+            if isinstance(e, (FileExistsError, FileNotFoundError)):
+                return True
+            error = getattr(e, "response", {}).get("Error", {})
+            if str(error.get("Code", "")) in (
+                "PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409"
+            ):
+                return True
+            e, seen = e.__cause__ or e.__context__, seen + 1
+        return False
 
-    def _s3_if(self, method: str, **kwargs) -> bool:
-        """A conditional S3 request; False when its condition failed."""
+    def read(self) -> tuple[bytes, str] | None:
+        """The content and its token, or None when absent."""
+        if not self.s3:
+            try:
+                data = self.fs.cat_file(self.path)
+            except FileNotFoundError:
+                return None
+            return data, self._md5(data)
+        for _ in range(5):  # the ETag before and after the read agree: one version
+            try:
+                before = self._s3("head_object")["ETag"]
+                data = self.fs.cat_file(self.path)
+                after = self._s3("head_object")["ETag"]
+            except Exception as e:
+                if self._lost_race(e):
+                    return None
+                raise
+            if before == after:
+                return data, after
+        raise OSError(f"{self.uri}: changed on every read")
+
+    def _s3_put(self, data: bytes, **condition) -> str | None:
         try:
-            self._s3(method, **kwargs)
+            return self._s3("put_object", Body=data, **condition)["ETag"]
         except Exception as e:
             if self._lost_race(e):
-                return False
+                return None
             raise
-        return True
 
-    def _local_if(self, expected: str | None, change) -> bool:
-        """``change()`` under the lock if the current version is ``expected`` (None: absent)."""
+    def _local_if(self, expected: str | None, data: bytes | None) -> str | None:
+        """Under the lock, if the current version is ``expected`` (None: absent): write
+        ``data`` (None: delete). Returns the new token ("" once deleted), None otherwise."""
         with self._locked():
             current = self.read()
             if (current[1] if current is not None else None) != expected:
-                return False
-            change()
-            return True
-
-    def create(self, data: bytes) -> bool:
-        """Write only if absent; False if it exists."""
-        if self.s3:
-            return self._s3_if("put_object", Body=data, IfNoneMatch="*")
-        return self._local_if(None, lambda: self._write(data))
-
-    def swap(self, expected: str, data: bytes) -> bool:
-        """Replace only if the current version is ``expected``; False otherwise."""
-        if self.s3:
-            return self._s3_if("put_object", Body=data, IfMatch=expected)
-        return self._local_if(expected, lambda: self._write(data))
-
-    def delete(self, expected: str) -> bool:
-        """Delete only if the current version is ``expected``; False otherwise."""
-        if self.s3:
-            return self._s3_if("delete_object", IfMatch=expected)
-        return self._local_if(expected, lambda: self.fs.rm(self.path))
-
-    def _write(self, data: bytes) -> None:
-        if self.local:
+                return None
+            if data is None:
+                self.fs.rm(self.path)
+                return ""
             tmp = f"{self.path}.{uuid.uuid4().hex}.tmp"
             with open(tmp, "wb") as f:
                 f.write(data)
             os.replace(tmp, self.path)
-        else:
+            return self._md5(data)
+
+    def create(self, data: bytes) -> str | None:
+        """Write only if absent: the new token, or None if it exists."""
+        if self.s3:
+            return self._s3_put(data, IfNoneMatch="*")
+        if not self.local:  # no atomic primitive: the refusal holds, the race does not
+            if self.fs.exists(self.path):
+                return None
             self.fs.pipe_file(self.path, data)
+            return self._md5(data)
+        return self._local_if(None, data)
+
+    def swap(self, expected: str, data: bytes) -> str | None:
+        """Replace only if the current version is ``expected``: the new token, or None."""
+        if self.s3:
+            return self._s3_put(data, IfMatch=expected)
+        if not self.local:
+            current = self.read()
+            if current is None or current[1] != expected:
+                return None
+            self.fs.pipe_file(self.path, data)
+            return self._md5(data)
+        return self._local_if(expected, data)
+
+    def delete(self, expected: str) -> bool:
+        """Delete only if the current version is ``expected``."""
+        if self.s3:
+            try:
+                self._s3("delete_object", IfMatch=expected)
+            except Exception as e:
+                if self._lost_race(e):
+                    return False
+                raise
+            return True
+        if not self.local:
+            current = self.read()
+            if current is None or current[1] != expected:
+                return False
+            self.fs.rm(self.path)
+            return True
+        return self._local_if(expected, None) is not None
 
 
 class Lease:
@@ -180,6 +221,8 @@ class Lease:
         self.started = _now()
         self._store: _Store | None = None
         self._token: str | None = None
+        self._lock = threading.Lock()  # the token, between the renew thread and the caller
+        self._last_renewed = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.lost = False
@@ -199,29 +242,38 @@ class Lease:
             indent=1,
         ).encode()
 
+    def _ours(self) -> str | None:
+        """The current token if the stored lease is this run's (a retried write that
+        succeeded after all), else None."""
+        current = self._store.read()
+        if current is not None and _parse(current[0]).get("holder") == self.holder:
+            return current[1]
+        return None
+
     def acquire(self) -> Lease:
         self._store = store = _Store(self.uri)
-        body = self._body()
-        if store.create(body):
-            self._token = store.token(body)
-        else:
+        token = store.create(self._body()) or self._ours()
+        if token is None:
             current = store.read()
             if current is None:  # released between our create and read: try once more
-                if not store.create(body):
+                token = store.create(self._body())
+                if token is None:
                     raise OutputBusy(f"{self.output}: another run took its lease just now")
-                self._token = store.token(body)
             else:
-                data, token = current
+                data, old = current
                 info = _parse(data)
                 age = _now() - float(info.get("renewed", 0))
-                if age <= float(info.get("ttl_s", self.ttl_s)):
+                dead = _holder_dead_here(info)
+                if age <= float(info.get("ttl_s", self.ttl_s)) and not dead:
                     raise OutputBusy(_busy_message(self.output, self.uri, info, age))
-                if not store.swap(token, body):
+                token = store.swap(old, self._body()) or self._ours()
+                if token is None:
                     raise OutputBusy(f"{self.output}: another run took over its expired lease "
                                      "just now")
-                self._token = store.token(body)
-                log.warning("%s: took over the lease of %s (%s), not renewed for %.0f s",
-                            self.output, info.get("holder"), info.get("command"), age)
+                log.warning("%s: took over the lease of %s (%s): %s", self.output,
+                            info.get("holder"), info.get("command"),
+                            "its process is gone" if dead else f"not renewed for {age:.0f} s")
+        self._token, self._last_renewed = token, time.monotonic()
         self._thread = threading.Thread(target=self._renew_loop, daemon=True, name="fiqa-lease")
         self._thread.start()
         return self
@@ -234,35 +286,58 @@ class Lease:
                 log.warning("%s: could not renew the lease (%s)", self.output, e)
 
     def renew(self) -> None:
-        body = self._body()
-        if self._store.swap(self._token, body):
-            self._token = self._store.token(body)
-        elif not self.lost:
-            self.lost = True
-            log.error("%s: this run's lease was taken over by another run", self.output)
+        with self._lock:
+            if self.lost or self._token is None:
+                return
+            token = self._store.swap(self._token, self._body()) or self._ours()
+            if token is not None:
+                self._token, self._last_renewed = token, time.monotonic()
+            else:
+                self.lost = True
+                log.error("%s: this run's lease was taken over by another run", self.output)
 
     def check(self) -> None:
-        """Raise :class:`LeaseLost` if another run took the lease (call before committing)."""
-        if self.lost:
-            raise LeaseLost(
-                f"{self.output}: this run stopped renewing its lease for over {self.ttl_s:.0f} s "
-                "and another run took it over; this run's results are not committed"
-            )
+        """Raise :class:`LeaseLost` unless the stored lease is still this run's and was
+        renewed within ``ttl_s`` (call before committing or changing what others wrote)."""
+        with self._lock:
+            stale = time.monotonic() - self._last_renewed > self.ttl_s
+            if not self.lost and (stale or self._ours() is None):
+                self.lost = True
+            if self.lost:
+                raise LeaseLost(
+                    f"{self.output}: this run's lease was not renewed for over "
+                    f"{self.ttl_s:.0f} s or was taken over by another run; this run's "
+                    "results are not committed. Run it again to resume."
+                )
 
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._store is not None and self._token is not None and not self.lost:
-            with contextlib.suppress(Exception):
-                self._store.delete(self._token)
-        self._token = None
+            self._thread.join(timeout=self.ttl_s)
+        with self._lock:
+            if self._store is not None and self._token is not None and not self.lost:
+                with contextlib.suppress(Exception):
+                    self._store.delete(self._token)
+            self._token = None
 
     def __enter__(self) -> Lease:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _holder_dead_here(info: dict) -> bool:
+    """Whether the holder ran on this host and its process is gone (no need to wait)."""
+    if info.get("host") != socket.gethostname() or not isinstance(info.get("pid"), int):
+        return False
+    try:
+        os.kill(info["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _parse(data: bytes) -> dict:

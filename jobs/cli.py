@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 
 from fiqa_core.config import describe_settings
-from fiqa_core.errors import FiqaError, OutputBusy
+from fiqa_core.errors import FiqaError, LeaseLost, OutputBusy
 
 # name -> (module, one-line help)
 SUBCOMMANDS = {
@@ -119,6 +119,9 @@ def run_job(prog: str, body: Callable[[], object]) -> int:
         print(f"{prog}: {e}", flush=True)
         if e.__cause__ is not None:
             traceback.print_exception(e.__cause__, file=sys.stderr)
+        return 1
+    except LeaseLost as e:
+        print(f"{prog}: {e}", flush=True)
         return 1
     return 0
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from fiqa_core.errors import OutputBusy
-from fiqa_core.lease import LEASE, Lease, LeaseLost
+from fiqa_core.errors import LeaseLost, OutputBusy
+from fiqa_core.lease import LEASE, Lease
 
 
 def _hold(output: str, ttl: float, ready) -> None:
@@ -33,7 +33,7 @@ def test_second_run_is_refused_with_the_holder_named(tmp_path):
         pass
 
 
-def test_a_killed_holder_is_taken_over_once_its_lease_expires(tmp_path):
+def test_a_killed_holder_is_taken_over_at_once_on_its_host(tmp_path):
     out = str(tmp_path / "out")
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
@@ -48,13 +48,25 @@ def test_a_killed_holder_is_taken_over_once_its_lease_expires(tmp_path):
             Lease(out, "still too early", ttl_s=1.5).acquire()
         os.kill(child.pid, signal.SIGKILL)
         child.join()
-        time.sleep(2.0)  # the dead holder stops renewing; its lease expires
-        with Lease(out, "taker", ttl_s=1.5) as lease:
+        with Lease(out, "taker", ttl_s=60) as lease:  # its pid is gone: no wait
             assert json.loads((tmp_path / "out" / LEASE).read_text())["command"] == "taker"
             lease.check()
     finally:
         if child.is_alive():
             child.kill()
+
+
+def test_a_holder_on_another_host_is_taken_over_when_its_lease_expires(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = {"holder": "node-7:123:ab", "host": "node-7", "pid": 123, "command": "fiqa score",
+             "started": "2026-11-28T01:00:00+00:00", "renewed": time.time(), "ttl_s": 1.0}
+    (out / LEASE).write_text(json.dumps(stale))
+    with pytest.raises(OutputBusy, match=r"fiqa score \(host node-7, pid 123, since 2026"):
+        Lease(str(out), "next", ttl_s=1.0).acquire()
+    time.sleep(1.3)  # not renewed for longer than its ttl: dead
+    with Lease(str(out), "next", ttl_s=1.0):
+        assert json.loads((out / LEASE).read_text())["command"] == "next"
 
 
 def test_renewal_keeps_a_slow_run_alive_and_a_lost_lease_refuses_to_commit(tmp_path):
@@ -75,3 +87,31 @@ def test_renewal_keeps_a_slow_run_alive_and_a_lost_lease_refuses_to_commit(tmp_p
     finally:
         lease.release()
     assert (tmp_path / "out" / LEASE).exists()  # a lost lease is not ours to delete
+
+
+def test_a_lost_lease_is_exit_status_1_and_busy_is_3(capsys):
+    from fiqa_core.errors import OutputBusy as Busy
+    from jobs.cli import run_job
+
+    def lost():
+        raise LeaseLost("/out: this run's lease was taken over")
+
+    def busy():
+        raise Busy("/out is being written by another run")
+
+    assert run_job("fiqa score", lost) == 1
+    assert run_job("fiqa score", busy) == 3
+    printed = capsys.readouterr().out
+    assert "fiqa score: /out: this run's lease was taken over" in printed
+    assert "fiqa score: busy: /out is being written" in printed and "Traceback" not in printed
+
+
+def test_the_exporting_train_worker_checks_its_driver_still_holds_the_output(tmp_path):
+    from jobs.train.worker import _check_lease
+
+    with Lease(str(tmp_path), "fiqa train", ttl_s=30) as lease:
+        _check_lease(str(tmp_path), lease.holder)  # ours: export
+        with pytest.raises(LeaseLost, match="checkpoint is not written"):
+            _check_lease(str(tmp_path), "another-host:1:deadbeef")
+    with pytest.raises(LeaseLost):  # released (or never taken): no export either
+        _check_lease(str(tmp_path), lease.holder)

@@ -125,7 +125,7 @@ def test_leases_with_conditional_writes(s3):
 
     import fsspec
 
-    from fiqa_core.errors import OutputBusy
+    from fiqa_core.errors import LeaseLost, OutputBusy
     from fiqa_core.lease import LEASE, Lease
 
     fs = fsspec.filesystem("s3")
@@ -146,6 +146,15 @@ def test_leases_with_conditional_writes(s3):
         lease.check()
         fs.invalidate_cache()
         assert json.loads(fs.cat(out + "/" + LEASE))["command"] == "taker"
+        # another run overwrites it (as after a takeover): renewing fails its If-Match
+        fs.pipe(out + "/" + LEASE, json.dumps({"holder": "other", "renewed": time.time(),
+                                               "ttl_s": 60}).encode())
+        lease.renew()
+        assert lease.lost
+        with pytest.raises(LeaseLost, match="not committed"):
+            lease.check()
+    fs.invalidate_cache()
+    assert json.loads(fs.cat(out + "/" + LEASE))["holder"] == "other"  # not ours to delete
 
 
 def test_two_scoring_runs_on_one_s3_output_write_each_row_once(s3, tmp_path):

@@ -126,10 +126,19 @@ def _run(cfg: ScoreConfig, nightly: bool, model, out: str, lease) -> dict:
         row_group_size=ROW_GROUP_ROWS,
     )
     summary = summarise(out)
-    if summary["rows"] != images:  # rows twice, or rows of files gone since: repair
+    if summary["rows"] != images:  # an image's rows twice, or rows of files not listed
+        lease.check()  # still ours: repair rewrites files
         repaired = repair(listing, out)
-        log.warning("%s: removed %d duplicate row(s) and %d row(s) of files no longer listed",
-                    out, repaired["duplicates"], repaired["unlisted"])
+        if repaired["duplicates"]:
+            log.warning("%s: removed %d duplicate row(s) (one row per image kept)", out,
+                        repaired["duplicates"])
+        if repaired["unlisted"]:
+            raise InputError(
+                f"{out} holds {repaired['unlisted']} row(s) of files this run did not list "
+                f"(e.g. {repaired['example']}): the partition was started over another input, "
+                "or files were deleted since. Nothing was removed. Score into another output "
+                "(or run_date), or move this partition aside to rescore it."
+            )
         summary = summarise(out)
     summary.update(
         input=cfg.input,

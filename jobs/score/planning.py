@@ -96,25 +96,30 @@ def check_models(out: str, model_id: str) -> None:
 
 
 def repair(listing, out: str) -> dict:
-    """Keep one row per listed path in every bucket of ``out``: drop duplicate rows (the
-    latest scored stays) and rows of files no longer listed; buckets already right are not
-    touched. Returns the counts removed."""
+    """Keep one row per listed path in every bucket of ``out`` (the latest scored), leaving
+    buckets already right untouched. Rows of paths the listing lacks are kept and counted
+    (``unlisted``, with an ``example``): whether to drop them is not this run's call."""
     counts = (
         listing.groupby("bucket")
         .map_groups(repair_bucket, fn_kwargs={"out": out}, batch_format="pandas")
         .to_pandas()
     )
-    return {c: int(counts[c].sum()) if len(counts) else 0 for c in ("duplicates", "unlisted")}
+    examples = [e for e in counts["example"] if e] if len(counts) else []
+    return {
+        "duplicates": int(counts["duplicates"].sum()) if len(counts) else 0,
+        "unlisted": int(counts["unlisted"].sum()) if len(counts) else 0,
+        "example": examples[0] if examples else None,
+    }
 
 
 def repair_bucket(group: pd.DataFrame, out: str) -> pd.DataFrame:
     bucket = int(group["bucket"].iloc[0])
+    rows = read_bucket(out, bucket)  # removes partial shards first
     fs, root = fsspec.core.url_to_fs(storage.join(out, f"bucket={bucket}"))
     files = parquet_files(fs, root) if fs.exists(root) else []
-    rows = read_bucket(out, bucket)
-    listed = rows[rows["path"].isin(set(group["path"]))]
-    keep = listed.sort_values("scored_at", kind="stable").drop_duplicates("path", keep="last")
-    counts = {"duplicates": [len(listed) - len(keep)], "unlisted": [len(rows) - len(listed)]}
+    listed = rows["path"].isin(set(group["path"]))
+    unlisted = rows.loc[~listed, "path"]
+    keep = rows.sort_values("scored_at", kind="stable").drop_duplicates("path", keep="last")
     if len(keep) < len(rows):
         # the repaired file first, then the old ones: a crash between leaves duplicates,
         # which the next run repairs the same way
@@ -125,7 +130,11 @@ def repair_bucket(group: pd.DataFrame, out: str) -> pd.DataFrame:
             pq.write_table(table, f)
         for old in files:
             fs.rm(old)
-    return pd.DataFrame(counts)
+    return pd.DataFrame({
+        "duplicates": [len(rows) - len(keep)],
+        "unlisted": [unlisted.nunique()],
+        "example": [unlisted.iloc[0] if len(unlisted) else ""],
+    })
 
 
 def read_bucket(partition: str | None, bucket: int, columns=None) -> pd.DataFrame:

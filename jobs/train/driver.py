@@ -42,12 +42,12 @@ def run(cfg: TrainConfig) -> CheckpointConfig:
         if finished(cfg, chash):  # the run that held the lease finished it
             print(f"fiqa train: {cfg.output} was trained meanwhile with this config; done.")
             return read_checkpoint_config(cfg.output)
-        final = _train(cfg, size, chash)
+        final = _train(cfg, size, chash, lease.holder)
         lease.check()
         return final
 
 
-def _train(cfg: TrainConfig, size: int, chash: str) -> CheckpointConfig:
+def _train(cfg: TrainConfig, size: int, chash: str, holder: str) -> CheckpointConfig:
     labels = split_labels(read_labels(cfg.labels, cfg.images_root), cfg.val_fraction, cfg.seed)
     for folder in cfg.pseudo_labels:
         check_shard_schema(folder)
@@ -85,6 +85,7 @@ def _train(cfg: TrainConfig, size: int, chash: str) -> CheckpointConfig:
         **config_to_dict(cfg),
         "size": size,
         "per_worker_batch": cfg.batch_size // cfg.num_workers,
+        "lease_holder": holder,  # the worker that exports checks it still holds the output
         "n_sources": 1 + len(cfg.pseudo_labels),
         "selection_metric": get_preset(cfg.preset).selection_metric,
         "work": work,

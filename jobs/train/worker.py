@@ -4,6 +4,7 @@ the driver imports this module only when it builds the trainer)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 import time
@@ -16,6 +17,8 @@ import torch
 
 from fiqa_core import Scorer, create_model, fit_logistic, save_checkpoint, storage
 from fiqa_core.config import save_config
+from fiqa_core.errors import LeaseLost
+from fiqa_core.lease import LEASE
 from fiqa_core.metrics import evaluate
 from fiqa_core.training import build_optimizer, build_scheduler, selection_score, train_step
 
@@ -196,8 +199,22 @@ def _export(c: dict, state: dict, scorer: Scorer, rank: int, world: int) -> None
             "history": state["history"],
         }
         metrics = {**best["metrics"], "selection_metric": c["selection_metric"]}
+        _check_lease(c["output"], c.get("lease_holder"))
         save_checkpoint(
             model, c["output"], calibration=calibration, metrics=metrics, lineage=lineage
         )
         settings = TrainConfig(**{f.name: c[f.name] for f in dataclasses.fields(TrainConfig)})
         save_config(settings, storage.join(c["output"], "train_config.yaml"))
+
+
+def _check_lease(output: str, holder: str | None) -> None:
+    """Export only while this run's driver holds the output (it may have lost it meanwhile)."""
+    if holder is None:
+        return
+    try:
+        current = json.loads(storage.read_bytes(storage.join(output, LEASE))).get("holder")
+    except (FileNotFoundError, ValueError):
+        current = None
+    if current != holder:
+        raise LeaseLost(f"{output}: another run holds this checkpoint's lease ({current}); "
+                        "this run's checkpoint is not written")
