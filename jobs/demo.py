@@ -131,11 +131,15 @@ def run(demo: DemoConfig, round_settings: list[str]) -> None:
     import time
 
     from fiqa_core import read_checkpoint_config
+    from fiqa_core.lease import Lease
     from jobs import self_train
 
     t0 = time.time()
     output = os.path.abspath(demo.output)
-    sets = make_data(demo, os.path.join(output, "data"))
+    # the demo's own lease (the round takes its own on output/round): two demos on one
+    # output must not rewrite each other's images
+    with Lease(output, "fiqa demo (writing its images)"):
+        sets = make_data(demo, os.path.join(output, "data"))
     cfg = resolve_config(
         self_train.RoundConfig, None, round_overrides(demo, round_settings, sets, output)
     )

@@ -61,16 +61,17 @@ def _check_from_stage(cfg, stages, from_stage, until_stage) -> int | None:
 def run(cfg: RoundConfig, from_stage: str | None = None, until_stage: str | None = None) -> dict:
     """Run the round's stages in order; returns ``{stage: "skipped" | "ran" | "resumed"}``."""
     cfg = absolute_paths(cfg)
+    stages = plan_stages(cfg)  # bad settings are exit 2 whether or not the round is busy
     # one run per round: a second one is refused while this one lives (its stages take
-    # their own outputs' leases too, so a single job started on one of them waits its turn)
+    # their own outputs' leases too, so a single job started on one of them is refused)
     with Lease(cfg.output, f"fiqa self-train output={cfg.output}") as lease:
-        outcome = _run(cfg, from_stage, until_stage)
+        outcome = _run(cfg, stages, from_stage, until_stage)
         lease.check()
         return outcome
 
 
-def _run(cfg: RoundConfig, from_stage: str | None, until_stage: str | None) -> dict:
-    stages = plan_stages(cfg)
+def _run(cfg: RoundConfig, stages: dict, from_stage: str | None, until_stage: str | None
+         ) -> dict:
     last = STAGES.index(until_stage) if until_stage else len(STAGES) - 1
     first_forced = _check_from_stage(cfg, stages, from_stage, until_stage)
     to_run = [
