@@ -281,3 +281,27 @@ def test_many_write_tasks_per_bucket_keep_one_row_per_image(tmp_path, checkpoint
     df = read_partition(str(out))
     assert sorted(df["path"]) == files and again["rows"] == len(files)
     assert (df["scored_at"] == again["run_started"]).sum() == lost  # only the lost rows redone
+
+
+def test_jpegs_decoded_in_the_scoring_actors_give_the_same_rows(tmp_path, checkpoint, ray_local):
+    """device_decode: JPEGs go to the actors as bytes and are decoded there in batches (the
+    GPU path, here on the CPU); statuses, sizes and rows are those of the decode tasks."""
+    from fiqa_core.metrics import srcc
+
+    lake = tmp_path / "lake"
+    expected = make_lake(lake, n_jpeg=40, n_png=10)
+    runs = {}
+    for mode in ("false", "true"):
+        out = tmp_path / f"pl-{mode}"
+        score_job.run(cfg(input=lake, model=checkpoint, output=out, device_decode=mode),
+                      nightly=False)
+        runs[mode] = read_partition(str(out)).set_index("path").sort_index()
+    tasks, actors = runs["false"], runs["true"]
+    assert list(actors.index) == image_files(lake)  # one row per image, none lost
+    for column in ("status", "error", "width", "height"):
+        pd.testing.assert_series_equal(actors[column], tasks[column], check_dtype=False)
+    for path, status in expected.items():
+        assert actors.at[path, "status"] == status
+    ok = tasks["status"] == "ok"
+    assert srcc(tasks.loc[ok, "raw_score"], actors.loc[ok, "raw_score"]) >= 0.99
+    assert (actors.loc[ok, "raw_score"] - tasks.loc[ok, "raw_score"]).abs().max() < 0.01

@@ -58,6 +58,10 @@ class ScoreConfig:
                                          operational=True)
     use_gpu: bool | None = setting(None, "score on GPUs; unset: when the cluster has them",
                                    operational=True)
+    device_decode: bool | None = setting(None, "decode JPEGs in the scoring actors, in "
+                                         "batches on their device (nvJPEG on a GPU; other "
+                                         "formats and unusual JPEGs stay in decode tasks); "
+                                         "unset: on GPUs", operational=True)
     draft: bool = setting(False, "reduced-scale JPEG decoding: faster on large photos, "
                           "slightly different pixels")
     max_pixels: int = setting(DEFAULT_MAX_PIXELS, "images with more pixels are refused "

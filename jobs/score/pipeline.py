@@ -14,7 +14,8 @@ import pandas as pd
 import pyarrow as pa
 
 from fiqa_core import storage
-from fiqa_core.images import prepare_image, stack_decoded
+from fiqa_core.batch_decode import DEFERRED, device_eligible
+from fiqa_core.images import DEFAULT_MAX_PIXELS, Decoded, prepare_image, stack_decoded
 from fiqa_core.lake import load_images
 
 from .config import ScoreConfig
@@ -28,6 +29,9 @@ def score_stages(to_score, cfg: ScoreConfig, size: int, use_gpu: bool, run_stamp
                  die_after: int | None = None):
     """CPU decode tasks, then the scoring actor pool (:func:`default_scorers` actors)."""
     import ray
+
+    # JPEGs decoded in batches on the actors' device (nvJPEG on a GPU), the rest in tasks
+    defer_jpeg = use_gpu if cfg.device_decode is None else cfg.device_decode
     decoded = to_score.map_batches(
         decode_batch,
         fn_kwargs={
@@ -35,6 +39,7 @@ def score_stages(to_score, cfg: ScoreConfig, size: int, use_gpu: bool, run_stamp
             "draft": cfg.draft,
             "max_pixels": cfg.max_pixels,
             "threads": cfg.read_threads,
+            "defer_jpeg": defer_jpeg,
         },
         batch_size=cfg.decode_batch_size,
         batch_format="pandas",
@@ -53,6 +58,7 @@ def score_stages(to_score, cfg: ScoreConfig, size: int, use_gpu: bool, run_stamp
             "batch_size": cfg.batch_size,
             "threads": cfg.scorer_threads or max(1, math.ceil(cfg.scorer_cpus)),
             "precision": cfg.precision,
+            "max_pixels": cfg.max_pixels,
             "scored_at": run_stamp,
             "die_after": die_after,
             "fault_marker": storage.join(cfg.output, FAULT_MARKER),
@@ -94,15 +100,26 @@ def decode_task_memory(cfg: ScoreConfig, size: int) -> int:
 
 
 def decode_batch(
-    batch: pd.DataFrame, size: int, draft: bool, max_pixels: int, threads: int
+    batch: pd.DataFrame, size: int, draft: bool, max_pixels: int, threads: int,
+    defer_jpeg: bool = False,
 ) -> dict:
-    """Read (retrying) + decode + resize + centre-crop each image; one status per row."""
-    results = load_images(
-        list(batch["path"]),
-        lambda data: prepare_image(data, size, max_pixels=max_pixels, draft=draft),
-        threads,
-        decode_slots=1,
-    )
+    """Read (retrying) + decode + resize + centre-crop each image; one status per row.
+
+    With ``defer_jpeg``, JPEGs the scoring actors decode in batches on their device
+    (:func:`fiqa_core.batch_decode.device_eligible`) pass through as bytes (``encoded``,
+    status ``deferred``); every other file is decoded here as always.
+    """
+    encoded: dict[int, bytes] = {}
+
+    def decode(data: bytes) -> Decoded:
+        if defer_jpeg and device_eligible(data, max_pixels):
+            result = Decoded(DEFERRED)
+            encoded[id(result)] = data
+            return result
+        return prepare_image(data, size, max_pixels=max_pixels, draft=draft)
+
+    results = load_images(list(batch["path"]), decode, threads, decode_slots=1)
+    extra = {"encoded": np.array([encoded.get(id(r), b"") for r in results], dtype=object)}
     return {
         "path": batch["path"].to_numpy(dtype=object),
         "size": batch["size"].to_numpy(dtype=object),
@@ -112,6 +129,7 @@ def decode_batch(
         "etag": batch["etag"].fillna("").astype(str).to_numpy(),
         "bucket": batch["bucket"].to_numpy(dtype=np.int64),
         **stack_decoded(results, size),
+        **(extra if defer_jpeg else {}),
     }
 
 
@@ -126,6 +144,7 @@ class ScoreActor:
         scored_at: str,
         threads: int = 1,
         precision: str = "auto",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
         die_after: int | None = None,
         fault_marker: str | None = None,
     ):
@@ -138,13 +157,35 @@ class ScoreActor:
             # threads are set on purpose instead: the CPUs it reserved, the rest decode
             torch.set_num_threads(threads)
         self.scorer = Scorer.from_checkpoint(
-            checkpoint, device=device, batch_size=batch_size, precision=precision
+            checkpoint, device=device, batch_size=batch_size, precision=precision,
+            max_pixels=max_pixels,
         )
         print(f"fiqa: scoring actor on {device} in {self.scorer.precision} "
               f"({self.scorer.precision_reason}), batch {self.scorer.batch_size}, "
               f"{torch.get_num_threads()} threads, model {self.scorer.model_id}", flush=True)
         self.scored_at = scored_at
         self.die_after, self.fault_marker, self.batches = die_after, fault_marker, 0
+
+    def _decode_deferred(self, batch: dict):
+        """Decode the batch's deferred JPEGs on the actor's device in one call; their
+        statuses, errors and sizes replace the placeholders. Returns the batch's pixels."""
+        deferred = np.flatnonzero(batch["status"] == DEFERRED)
+        if not len(deferred):
+            return batch["pixels"]
+        import torch
+
+        from fiqa_core.batch_decode import prepare_batch
+
+        pixels = torch.from_numpy(batch["pixels"]).to(self.scorer.device)
+        decoded, results = prepare_batch(
+            list(batch["encoded"][deferred]), self.scorer.preprocessing.size,
+            self.scorer.device, self.scorer.max_pixels,
+        )
+        pixels[torch.as_tensor(deferred, device=pixels.device)] = decoded
+        for name in ("status", "error", "width", "height"):  # Ray's arrays may be read-only
+            batch[name] = np.array(batch[name], dtype=object)
+            batch[name][deferred] = [getattr(r, name) for r in results]
+        return pixels
 
     def _maybe_die(self) -> None:
         """Injected fault (tests only, :mod:`jobs.faults`): the process dies, once per output."""
@@ -157,8 +198,9 @@ class ScoreActor:
 
     def __call__(self, batch: dict) -> pa.Table:
         self._maybe_die()
-        scores = self.scorer.score_prepared(batch["pixels"], batch["status"])
-        df = pd.DataFrame({k: v for k, v in batch.items() if k != "pixels"})
+        pixels = self._decode_deferred(batch)
+        scores = self.scorer.score_prepared(pixels, batch["status"])
+        df = pd.DataFrame({k: v for k, v in batch.items() if k not in ("pixels", "encoded")})
         df["etag"] = df["etag"].replace("", None)
         df = df.assign(
             **scores, model=self.scorer.model_id, reused=False, scored_at=self.scored_at

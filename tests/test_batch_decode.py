@@ -1,0 +1,78 @@
+"""The batched JPEG path (decode -> resize -> crop in torch) against the PIL path, on CPU:
+the code a GPU node runs with device="cuda"."""
+
+import numpy as np
+import pytest
+
+from fiqa_core.batch_decode import device_eligible, prepare_batch
+from fiqa_core.images import prepare_image
+from fiqa_core.metrics import srcc
+from tests import imagegen
+
+
+def test_pixels_match_the_pil_path_on_real_photographs(photos):
+    datas = [imagegen.encode(p, "JPEG", quality=90) for p in photos]
+    assert all(device_eligible(d) for d in datas)
+    pixels, results = prepare_batch(datas, 96, "cpu")
+    for d, px, r in zip(datas, pixels.numpy(), results, strict=True):
+        ref = prepare_image(d, 96)
+        assert (r.status, r.width, r.height) == ("ok", ref.width, ref.height)
+        diff = np.abs(px.astype(int) - ref.image.astype(int))
+        assert diff.max() <= 1 and diff.mean() < 0.2  # antialiased bilinear, rounding apart
+
+
+def test_every_status_of_the_bad_file_zoo_is_unchanged():
+    zoo = imagegen.zoo(imagegen.real_photos()[1][:60, :60])
+    datas = [d for d, _ in zoo.values()]
+    pixels, results = prepare_batch(datas, 32, "cpu")
+    for (name, (data, expected)), r, px in zip(zoo.items(), results, pixels.numpy(),
+                                               strict=True):
+        ref = prepare_image(data, 32)
+        assert (r.status, r.error, r.width, r.height) == (
+            ref.status, ref.error, ref.width, ref.height), name
+        assert r.status == expected, name
+        if ref.ok:  # rotated, CMYK, PNG...: the PIL path's pixels exactly
+            assert np.abs(px.astype(int) - ref.image.astype(int)).max() <= 1, name
+        else:
+            assert not px.any(), name
+    # the ones the batched call must not take: rotated, CMYK, broken
+    assert not device_eligible(zoo["exif_rotated_jpeg"][0])
+    assert not device_eligible(zoo["cmyk_jpeg"][0])
+    assert not device_eligible(zoo["truncated_jpeg"][0])
+
+
+def test_a_batch_with_a_corrupt_and_a_cmyk_jpeg_falls_back_per_image(photos):
+    zoo = imagegen.zoo(photos[1][:60, :60])
+    good = [imagegen.encode(p, "JPEG", quality=90) for p in photos[:3]]
+    # a JPEG that looks complete (SOI ... EOI) but whose entropy data is garbage: the
+    # batched call raises for the whole batch, so every image is decoded on its own
+    garbled = good[0][:200] + bytes(range(256)) * 8 + b"\xff\xd9"
+    assert device_eligible(garbled)
+    datas = [good[0], garbled, zoo["cmyk_jpeg"][0], good[1], good[2]]
+    pixels, results = prepare_batch(datas, 64, "cpu")
+    refs = [prepare_image(d, 64) for d in datas]
+    assert [r.status for r in results] == [r.status for r in refs]
+    assert [r.status for r in results][2] == "ok" and results[0].status == "ok"
+    for px, ref in zip(pixels.numpy(), refs, strict=True):
+        if ref.ok:
+            assert np.abs(px.astype(int) - ref.image.astype(int)).max() <= 1
+
+
+def test_scores_agree_with_the_pil_path(photos):
+    torch = pytest.importorskip("torch")
+    from fiqa_core import Scorer, create_model
+
+    torch.manual_seed(0)
+    scorer = Scorer(create_model("student-edgenext-xxs", image_size=96), device="cpu",
+                    precision="fp32")
+    rng = np.random.default_rng(0)
+    datas = []
+    for i in range(96):  # crops of the real photographs at varied sizes
+        p = photos[i % len(photos)]
+        h, w = p.shape[:2]
+        ch, cw = int(rng.integers(h // 2, h + 1)), int(rng.integers(w // 2, w + 1))
+        datas.append(imagegen.encode(p[:ch, :cw], "JPEG", quality=90))
+    pil = scorer.score(datas)["raw_score"]
+    pixels, _ = prepare_batch(datas, 96, "cpu")
+    batched = scorer.score_pixels(pixels)
+    assert srcc(pil, batched) >= 0.999
