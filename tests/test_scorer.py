@@ -87,3 +87,15 @@ def test_default_forward_batch_is_cache_sized_on_cpu_with_the_same_scores(checkp
     np.testing.assert_allclose(
         default.score(files)["raw_score"], wide.score(files)["raw_score"], rtol=0, atol=1e-5
     )
+
+
+def test_compiled_scorer_pads_to_one_shape_and_matches_eager(photos):
+    torch.manual_seed(0)
+    model = create_model("student-edgenext-xxs", image_size=32)
+    eager = Scorer(model, device="cpu", batch_size=4, precision="fp32")
+    files = [imagegen.encode(p, "JPEG", quality=90) for p in photos] * 2  # 12: chunks 4,4,4
+    compiled = Scorer(model, device="cpu", batch_size=5, precision="fp32", compile=True)
+    got = compiled.score(files[:11])  # chunks of 5, 5 and 1 (padded to 5)
+    assert compiled.compile_seconds is not None and compiled.compile_seconds > 0
+    np.testing.assert_allclose(got["raw_score"], eager.score(files[:11])["raw_score"],
+                               rtol=0, atol=1e-4)

@@ -59,6 +59,7 @@ def score_stages(to_score, cfg: ScoreConfig, size: int, use_gpu: bool, run_stamp
             "threads": cfg.scorer_threads or max(1, math.ceil(cfg.scorer_cpus)),
             "precision": cfg.precision,
             "max_pixels": cfg.max_pixels,
+            "compile": cfg.compile,
             "scored_at": run_stamp,
             "die_after": die_after,
             "fault_marker": storage.join(cfg.output, FAULT_MARKER),
@@ -145,6 +146,7 @@ class ScoreActor:
         threads: int = 1,
         precision: str = "auto",
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        compile: bool = False,
         die_after: int | None = None,
         fault_marker: str | None = None,
     ):
@@ -158,12 +160,13 @@ class ScoreActor:
             torch.set_num_threads(threads)
         self.scorer = Scorer.from_checkpoint(
             checkpoint, device=device, batch_size=batch_size, precision=precision,
-            max_pixels=max_pixels,
+            max_pixels=max_pixels, compile=compile,
         )
         print(f"fiqa: scoring actor on {device} in {self.scorer.precision} "
               f"({self.scorer.precision_reason}), batch {self.scorer.batch_size}, "
               f"{torch.get_num_threads()} threads, model {self.scorer.model_id}", flush=True)
         self.scored_at = scored_at
+        self.compile_logged = False
         self.die_after, self.fault_marker, self.batches = die_after, fault_marker, 0
 
     def _decode_deferred(self, batch: dict):
@@ -200,6 +203,10 @@ class ScoreActor:
         self._maybe_die()
         pixels = self._decode_deferred(batch)
         scores = self.scorer.score_prepared(pixels, batch["status"])
+        if self.scorer.compiled and not self.compile_logged and self.scorer.compile_seconds:
+            self.compile_logged = True
+            print(f"fiqa: scoring actor compiled the model in {self.scorer.compile_seconds:.1f} s",
+                  flush=True)
         df = pd.DataFrame({k: v for k, v in batch.items() if k not in ("pixels", "encoded")})
         df["etag"] = df["etag"].replace("", None)
         df = df.assign(
