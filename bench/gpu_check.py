@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,30 @@ def decode_rates(sources: list[bytes], size: int, device: str, batch: int) -> di
             "cores": os.cpu_count()}
 
 
+def parity(ckpt: str, sources: list[bytes], size: int, device: str) -> dict:
+    """The batched device path against the PIL path: the bad-file zoo's statuses, pixel
+    differences and score rank agreement on the lake's photographs."""
+    from fiqa_core import Scorer
+    from fiqa_core.batch_decode import prepare_batch
+    from fiqa_core.images import prepare_image
+    from fiqa_core.metrics import srcc
+    from tests import imagegen
+
+    zoo = imagegen.zoo(imagegen.real_photos()[1][:60, :60])
+    _, got = prepare_batch([d for d, _ in zoo.values()], 32, device)
+    mismatched = [name for (name, (d, _)), r in zip(zoo.items(), got, strict=True)
+                  if (r.status, r.error) != (prepare_image(d, 32).status,
+                                             prepare_image(d, 32).error)]
+    pixels, _ = prepare_batch(sources, size, device)
+    ref = np.stack([prepare_image(d, size).image for d in sources]).astype(int)
+    diff = np.abs(pixels.cpu().numpy().astype(int) - ref)
+    scorer = Scorer.from_checkpoint(ckpt, device=device, precision="fp32")
+    a, b = scorer.score_pixels(ref.astype(np.uint8)), scorer.score_pixels(pixels)
+    return {"zoo_files": len(zoo), "zoo_status_mismatches": mismatched,
+            "max_pixel_diff": int(diff.max()), "mean_pixel_diff": round(float(diff.mean()), 4),
+            "score_srcc": round(float(srcc(a, b)), 5), "images": len(sources)}
+
+
 def scoring(preset: str, spec: tuple, device: str, tmp: Path, small: bool) -> dict:
     size, batch, _, n_images, _ = spec
     ckpt = st.make_checkpoint(tmp / f"{preset}-ckpt", preset, size)
@@ -92,6 +117,7 @@ def scoring(preset: str, spec: tuple, device: str, tmp: Path, small: bool) -> di
         out["model_only_bf16_compiled"] = round(10 * batch / (time.time() - t0), 1)
         out["compile_s"] = round(scorer.compile_seconds or 0.0, 1)
     out["decode"] = decode_rates(sources, size, device, batch)
+    out["parity_with_pil"] = parity(ckpt, sources, size, device)
     modes = ("true", "false") if preset.startswith("student") else ("true",)
     for mode in modes:
         job = st.job_run(str(lake), ckpt, str(tmp / f"{preset}-out-{mode}"), device,
@@ -135,14 +161,22 @@ def main() -> None:
     result = {"date": dt.date.today().isoformat(), "mode": device,
               "device": torch.cuda.get_device_name(0) if device == "cuda" else platform.processor(),
               "torch": torch.__version__, "cores": os.cpu_count(), "scoring": {}, "training": {}}
+    failed = False
     with tempfile.TemporaryDirectory() as tmp:
         for preset, spec in specs.items():
-            t0 = time.time()
-            result["scoring"][preset] = scoring(preset, spec, device, Path(tmp), args.cpu)
-            result["training"][preset] = training(preset, spec, device, Path(tmp), args.cpu)
-            print(f"gpu_check: {preset} done in {time.time() - t0:.0f} s", flush=True)
-            Path(args.out).write_text(json.dumps(result, indent=2))  # partial results survive
+            for section, measure in (("scoring", scoring), ("training", training)):
+                t0 = time.time()
+                try:
+                    result[section][preset] = measure(preset, spec, device, Path(tmp), args.cpu)
+                except Exception as e:  # the device window is short: keep the other figures
+                    failed = True
+                    result[section][preset] = {"error": f"{type(e).__name__}: {e}"}
+                    traceback.print_exc()
+                print(f"gpu_check: {preset} {section} in {time.time() - t0:.0f} s", flush=True)
+                Path(args.out).write_text(json.dumps(result, indent=2))  # after each section
     print(json.dumps(result, indent=2))
+    if failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -21,5 +21,7 @@ if ! "$python" -c "import ray" 2>/dev/null; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1
 # GPU_CHECK_ARGS: extra arguments, e.g. "--presets student-edgenext-xxs"
-timeout 470 "$python" bench/gpu_check.py --out "$out" "${mode[@]}" ${GPU_CHECK_ARGS:-}
+mkdir -p "$(dirname "$out")"
+timeout 470 "$python" bench/gpu_check.py --out "$out" "${mode[@]}" ${GPU_CHECK_ARGS:-} 2>&1 \
+  | tee "${out%.json}.log"
 echo "gpu_check: figures in $out"

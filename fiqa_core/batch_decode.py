@@ -29,9 +29,13 @@ _EXIF_ORIENTATION = 0x0112
 DEFERRED = "deferred"  # inside the scoring pipeline only: decode in the scoring actor
 
 
+MAX_ASPECT = 4.0  # longer strips resize to more than 4 S^2 pixels: the PIL path crops first
+
+
 def device_eligible(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> bool:
     """Whether ``data`` is a JPEG the batched decoder reproduces exactly as PIL would read
-    it: complete (ends with EOI), RGB or greyscale, upright, within ``max_pixels``."""
+    it: complete (ends with EOI), RGB or greyscale, upright, within ``max_pixels``, and no
+    longer than ``MAX_ASPECT`` times its width (the batched path resizes whole images)."""
     if not data.startswith(b"\xff\xd8\xff") or not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
         return False
     try:
@@ -42,9 +46,8 @@ def device_eligible(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> bool:
             rotated = img.getexif().get(_EXIF_ORIENTATION, 1) not in (1, None)
     except Exception:
         return False
-    return img.format == "JPEG" and img.mode in ("RGB", "L") and 0 < w * h <= max_pixels and (
-        not rotated
-    )
+    return (img.format == "JPEG" and img.mode in ("RGB", "L") and 0 < w * h <= max_pixels
+            and max(w, h) <= MAX_ASPECT * min(w, h) and not rotated)
 
 
 def resize_crop_tensor(img: torch.Tensor, size: int) -> torch.Tensor:
@@ -87,6 +90,8 @@ def prepare_batch(
     decoded: dict[int, torch.Tensor] = {}
     if batch:
         encoded = [torch.frombuffer(bytearray(datas[i]), dtype=torch.uint8) for i in batch]
+        if device.type == "cuda":  # nvJPEG may reuse memory queued work still reads
+            torch.cuda.current_stream(device).synchronize()
         try:
             out = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
             decoded = dict(zip(batch, out, strict=True))
@@ -97,7 +102,10 @@ def prepare_batch(
                 except Exception:
                     pass  # left to the PIL path, which names what is wrong
     for i, img in decoded.items():
-        pixels[i] = resize_crop_tensor(img, size)
+        try:
+            pixels[i] = resize_crop_tensor(img, size)
+        except Exception:  # out of memory, a kernel limit: the PIL path below
+            continue
         results[i] = Decoded(OK, None, None, int(img.shape[2]), int(img.shape[1]))
     for i, data in enumerate(datas):
         if results[i] is None:

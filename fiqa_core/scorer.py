@@ -157,9 +157,11 @@ class Scorer:
         for start in range(0, len(pixels), self.batch_size):
             chunk = pixels[start : start + self.batch_size]
             n = len(chunk)
+            if self.compiled and n < self.batch_size:  # one shape (and layout): one compilation
+                pad = (self.batch_size - n, *chunk.shape[1:])
+                chunk = (torch.cat([chunk, chunk.new_zeros(pad)]) if torch.is_tensor(chunk)
+                         else np.concatenate([chunk, np.zeros(pad, dtype=chunk.dtype)]))
             x = model_inputs(chunk, self.preprocessing, self.device)
-            if self.compiled and n < self.batch_size:  # one shape: one compilation
-                x = torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))])
             t0 = time.perf_counter()
             with autocast(self.device, self.precision == "bf16"):
                 y = self.model(x)[:n]

@@ -76,3 +76,24 @@ def test_scores_agree_with_the_pil_path(photos):
     pixels, _ = prepare_batch(datas, 96, "cpu")
     batched = scorer.score_pixels(pixels)
     assert srcc(pil, batched) >= 0.999
+
+
+def test_decode_tasks_defer_only_plain_jpegs(tmp_path, photos):
+    import pandas as pd
+
+    from jobs.score.pipeline import decode_batch
+
+    zoo = imagegen.zoo(photos[1][:60, :60])
+    strip = imagegen.encode(np.zeros((200, 20, 3), np.uint8), "JPEG", quality=90)
+    files = {"plain.jpg": zoo["jpeg"][0], "png.png": zoo["png"][0],
+             "rotated.jpg": zoo["exif_rotated_jpeg"][0], "strip.jpg": strip}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    batch = pd.DataFrame({"path": [str(tmp_path / n) for n in files], "size": 0, "mtime": 0.0,
+                          "etag": None, "bucket": 0})
+    out = decode_batch(batch, 32, draft=False, max_pixels=10**8, threads=2, defer_jpeg=True)
+    assert list(out["status"]) == ["deferred", "ok", "ok", "ok"]  # strip: too long for it
+    assert out["encoded"][0] == files["plain.jpg"] and set(out["encoded"][1:]) == {b""}
+    assert not out["pixels"][0].any() and out["pixels"][1].any()
+    plain = decode_batch(batch, 32, draft=False, max_pixels=10**8, threads=2)
+    assert "encoded" not in plain and list(plain["status"]) == ["ok"] * 4

@@ -26,6 +26,9 @@ def test_the_device_check_runs_in_cpu_mode_and_writes_every_figure(tmp_path):
     assert scoring["model_only_bf16"] > 0 and scoring["model_only_bf16_compiled"] > 0
     assert scoring["compile_s"] > 0
     assert scoring["decode"]["batched_on_device_per_s"] > 0
+    parity = scoring["parity_with_pil"]
+    assert parity["zoo_status_mismatches"] == [] and parity["zoo_files"] > 20
+    assert parity["max_pixel_diff"] <= 1 and parity["score_srcc"] >= 0.99
     training = result["training"]["student-edgenext-xxs"]
     assert training["cache_rows"] == 100 and training["model_only_fwd_bwd"] > 0
     assert 0 < training["job_share_of_model_only"]

@@ -65,7 +65,7 @@ class ScoreConfig:
     device_decode: bool | None = setting(None, "decode JPEGs in the scoring actors, in "
                                          "batches on their device (nvJPEG on a GPU; other "
                                          "formats and unusual JPEGs stay in decode tasks); "
-                                         "unset: on GPUs", operational=True)
+                                         "unset: on GPUs; off with draft", operational=True)
     draft: bool = setting(False, "reduced-scale JPEG decoding: faster on large photos, "
                           "slightly different pixels")
     max_pixels: int = setting(DEFAULT_MAX_PIXELS, "images with more pixels are refused "

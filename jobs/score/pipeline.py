@@ -31,7 +31,8 @@ def score_stages(to_score, cfg: ScoreConfig, size: int, use_gpu: bool, run_stamp
     import ray
 
     # JPEGs decoded in batches on the actors' device (nvJPEG on a GPU), the rest in tasks
-    defer_jpeg = use_gpu if cfg.device_decode is None else cfg.device_decode
+    # (draft decoding is a CPU-path setting: with it, every image decodes in the tasks)
+    defer_jpeg = (use_gpu if cfg.device_decode is None else cfg.device_decode) and not cfg.draft
     decoded = to_score.map_batches(
         decode_batch,
         fn_kwargs={
@@ -179,7 +180,8 @@ class ScoreActor:
 
         from fiqa_core.batch_decode import prepare_batch
 
-        pixels = torch.from_numpy(batch["pixels"]).to(self.scorer.device)
+        pixels = torch.tensor(batch["pixels"], device=self.scorer.device)  # a copy: Ray's
+        # arrays may be read-only
         decoded, results = prepare_batch(
             list(batch["encoded"][deferred]), self.scorer.preprocessing.size,
             self.scorer.device, self.scorer.max_pixels,
