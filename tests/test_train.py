@@ -72,9 +72,10 @@ def test_bad_configuration_is_refused_with_the_fix(tmp_path):
 
 def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
     code = train_job.main(
-        train_job.get_args_parser().parse_args([f"labels={tmp_path}/x.csv", "output=o"])
+        train_job.get_args_parser().parse_args([f"labels={tmp_path}/x.csv",
+                                                f"output={tmp_path}/o"])
     )
-    assert code == 2
+    assert code == 2 and not (tmp_path / "o").exists()  # bad input: nothing written
     assert "x.csv: labels table not found" in capsys.readouterr().out
 
 

@@ -37,20 +37,23 @@ def run(cfg: TrainConfig) -> CheckpointConfig:
     if finished(cfg, chash):
         print(f"fiqa train: {cfg.output} is already trained with this config; nothing to do.")
         return read_checkpoint_config(cfg.output)
+    # bad input is exit 2 before anything is written, busy or not
+    labels = split_labels(read_labels(cfg.labels, cfg.images_root), cfg.val_fraction, cfg.seed)
+    for folder in cfg.pseudo_labels:
+        check_shard_schema(folder)
     # one training run per checkpoint: a second one is refused while this one lives
     with Lease(cfg.output, f"fiqa train output={cfg.output} preset={cfg.preset}") as lease:
         if finished(cfg, chash):  # the run that held the lease finished it
             print(f"fiqa train: {cfg.output} was trained meanwhile with this config; done.")
             return read_checkpoint_config(cfg.output)
-        final = _train(cfg, size, chash, lease.holder)
+        final = _train(cfg, size, chash, labels, lease.holder)
         lease.check()
         return final
 
 
-def _train(cfg: TrainConfig, size: int, chash: str, holder: str) -> CheckpointConfig:
-    labels = split_labels(read_labels(cfg.labels, cfg.images_root), cfg.val_fraction, cfg.seed)
-    for folder in cfg.pseudo_labels:
-        check_shard_schema(folder)
+def _train(
+    cfg: TrainConfig, size: int, chash: str, labels, holder: str
+) -> CheckpointConfig:
 
     import ray.data
 
