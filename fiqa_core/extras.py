@@ -10,6 +10,8 @@ from .errors import FiqaError
 EXTRAS = {
     "fvcore": ("cost", "counting a model's GMACs (fiqa evaluate, info cost=true, the round)"),
     "matplotlib": ("report", "plotting the round report"),
+    "onnxscript": ("onnx", "exporting a model to ONNX (fiqa export)"),
+    "onnxruntime": ("onnx", "running ONNX models (fiqa export's check, engine=onnx)"),
     "skimage": ("demo", "making the demo data from bundled photographs (fiqa demo)"),
 }
 

@@ -9,7 +9,6 @@ that scores the lake.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -18,8 +17,9 @@ from torch import nn
 from .calibration import Calibration
 from .checkpoint import load_checkpoint
 from .errors import ConfigError
-from .images import DEFAULT_MAX_PIXELS, OK, Decoded, prepare_image, stack_decoded
+from .images import DEFAULT_MAX_PIXELS
 from .preprocessing import PRECISIONS, Preprocessing
+from .scoring import ScorerBase
 
 
 def default_device() -> torch.device:
@@ -91,13 +91,16 @@ def autocast(device: torch.device, enabled: bool = True):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-class Scorer:
-    """Scores images with one model: raw output and calibrated (label-scale) score.
+class Scorer(ScorerBase):
+    """Scores images with one model in PyTorch: raw output and calibrated (label-scale) score.
 
     The forward pass runs in bf16 autocast or float32 (``precision``; ``auto`` takes bf16
     where the hardware computes it natively, see :func:`resolve_precision`), with
     channels_last tensors on CUDA. Images go through the model's own preprocessing
     (``model.preprocessing``): nothing about sizes or normalisation is hard-coded here.
+
+    Decoding, statuses and the ``score`` / ``score_decoded`` / ``score_prepared`` columns
+    are :class:`~fiqa_core.scoring.ScorerBase`'s, shared with the ONNX Runtime engine.
 
     Args:
         model: A model built by :func:`fiqa_core.create_model` or loaded from a checkpoint.
@@ -134,6 +137,7 @@ class Scorer:
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.compiled = compile
+        self.engine = "torch"
         self.compile_seconds: float | None = None
         if compile:
             self.model = torch.compile(self.model)
@@ -145,10 +149,6 @@ class Scorer:
         """Load a checkpoint directory (local path or URI) and score with its calibration."""
         model, config = load_checkpoint(uri)
         return cls(model, config.calibration, device=device, model_id=config.id, **kwargs)
-
-    def prepare(self, item: bytes | np.ndarray, draft: bool = False) -> Decoded:
-        """Decode + resize + centre-crop one image (CPU work; never raises for bad data)."""
-        return prepare_image(item, self.preprocessing.size, max_pixels=self.max_pixels, draft=draft)
 
     @torch.inference_mode()
     def score_pixels(self, pixels: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -169,35 +169,3 @@ class Scorer:
                 self.compile_seconds = time.perf_counter() - t0
             out.append(y.float().cpu().numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
-
-    def calibrate(self, raw: np.ndarray) -> np.ndarray:
-        return self.calibration(raw) if self.calibration is not None else np.asarray(raw)
-
-    def score_prepared(self, pixels: np.ndarray, status: Sequence[str]) -> dict[str, np.ndarray]:
-        """Scores for prepared images and their decode statuses, one row each.
-
-        Only rows with status ``ok`` go through the model; the others get NaN.
-
-        Returns:
-            ``raw_score`` and ``score`` (calibrated) columns.
-        """
-        ok = np.asarray(status, dtype=object) == OK
-        raw = np.full(len(ok), np.nan)
-        if ok.any():
-            raw[ok] = self.score_pixels(pixels[ok])
-        return {"raw_score": raw, "score": self.calibrate(raw)}
-
-    def score_decoded(self, decoded: Sequence[Decoded]) -> dict[str, np.ndarray]:
-        """:meth:`score_prepared` for :func:`prepare` results, with ``status`` and ``error``."""
-        batch = stack_decoded(decoded, self.preprocessing.size)
-        scores = self.score_prepared(batch["pixels"], batch["status"])
-        return {**scores, "status": batch["status"], "error": batch["error"]}
-
-    def score(self, items: Sequence[bytes | np.ndarray]) -> dict[str, np.ndarray]:
-        """Score encoded images (bytes) or decoded HxWx3 uint8 arrays.
-
-        Returns:
-            Columns, one entry per input in order: ``raw_score`` and ``score`` (NaN where
-            the image was refused), ``status`` and ``error`` (see :mod:`fiqa_core.images`).
-        """
-        return self.score_decoded([self.prepare(item) for item in items])

@@ -28,6 +28,8 @@ SUBCOMMANDS = {
     "score": ("jobs.score", "score an image lake nightly, incrementally (Ray Data)"),
     "self-train": ("jobs.self_train", "run a whole self-training round, stage by stage"),
     "evaluate": ("jobs.evaluate", "metrics and compute cost of a checkpoint on held-out labels"),
+    "export": ("jobs.export", "export a checkpoint to ONNX with preprocessing and calibration "
+               "inside"),
     "demo": ("jobs.demo", "run a whole round on demo data made from bundled photographs"),
 }
 EXIT_CODES = ("exit status: 0 done, 2 bad settings or input, 3 output busy (another run holds "

@@ -93,6 +93,7 @@ def test_help_shows_every_setting_with_its_meaning_and_default(capsys):
 
     from jobs.demo import DemoConfig
     from jobs.evaluate import EvaluateConfig
+    from jobs.export import ExportConfig
     from jobs.info import InfoConfig
     from jobs.score import ScoreConfig
     from jobs.self_train import RoundConfig
@@ -101,6 +102,7 @@ def test_help_shows_every_setting_with_its_meaning_and_default(capsys):
     for command, settings in (("score", ScoreConfig), ("pseudo-label", ScoreConfig),
                               ("train", TrainConfig), ("self-train", RoundConfig),
                               ("evaluate", EvaluateConfig), ("demo", DemoConfig),
+                              ("export", ExportConfig),
                               ("info", InfoConfig)):
         r = run(command, "--help")
         assert r.returncode == 0, r.stderr
@@ -128,6 +130,7 @@ SETTINGS_CASES = {
                    None, "seed"),
     "evaluate": ("jobs.evaluate:EvaluateConfig", {"model": "m", "labels": "l.csv"}, "json",
                  None),
+    "export": ("jobs.export:ExportConfig", {"model": "m", "output": "m.onnx"}, "json", "opset"),
     "demo": ("jobs.demo:DemoConfig", {}, None, "labeled"),
 }
 

@@ -11,6 +11,7 @@ from fiqa_core.config import setting
 from fiqa_core.errors import ConfigError
 from fiqa_core.images import DEFAULT_MAX_PIXELS
 from fiqa_core.preprocessing import PRECISIONS
+from fiqa_core.scoring import ENGINES, resolve_engine
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class ScoreConfig:
     }
     input: str = setting(help="images: a folder or prefix, a glob, or a manifest .parquet "
                          "with a 'path' column (local or s3://, gs://)")
-    model: str = setting(help="checkpoint directory (local or URI)")
+    model: str = setting(help="checkpoint directory, or a fiqa export .onnx file (local or URI)")
     output: str = setting(help="output folder (local or URI); fiqa score writes "
                           "<output>/date=YYYY-MM-DD/ below it")
     run_date: str | None = setting(None, "fiqa score: the date partition YYYY-MM-DD; "
@@ -42,6 +43,12 @@ class ScoreConfig:
                                     "bucket: larger means fewer, larger files; an interrupted "
                                     "run redoes the rows of its unwritten batch",
                                     operational=True)
+    engine: str | None = setting(None, "what runs the model: torch, or onnx (ONNX Runtime, "
+                                 "fp32; a checkpoint directory is exported in each scoring "
+                                 "actor, an .onnx file from fiqa export is run as it is); "
+                                 "unset: onnx for an .onnx model, else torch. Scores agree "
+                                 "to 1e-4, so like precision it does not change stage keys",
+                                 operational=True, choices=ENGINES)
     precision: str = setting("auto", "model arithmetic: auto (bf16 where the hardware computes "
                              "it natively: CUDA GPUs, CPUs with AVX-512 BF16 or AMX; else "
                              "fp32), fp32 or bf16. An engine choice like use_gpu: scores agree "
@@ -81,6 +88,15 @@ def check(cfg: ScoreConfig) -> None:
             "buckets, batch_size, decode_batch_size and scorer_threads must be >= 1, "
             "write_batch_mb and scorer_cpus > 0"
         )
+    if resolve_engine(cfg.engine, cfg.model) == "onnx":
+        torch_only = {"precision": cfg.precision not in ("auto", "fp32"), "compile": cfg.compile,
+                      "device_decode": bool(cfg.device_decode)}
+        if any(torch_only.values()):
+            raise ConfigError(
+                f"{', '.join(k for k, v in torch_only.items() if v)}: torch engine setting(s); "
+                "the onnx engine runs the exported file in fp32 on pixels the decode tasks "
+                "prepare. Leave them unset, or use engine=torch"
+            )
 
 
 def partition_uri(cfg: ScoreConfig, nightly: bool) -> str:

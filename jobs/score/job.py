@@ -13,6 +13,8 @@ import fsspec
 from fiqa_core import storage
 from fiqa_core.config import resolve_config
 from fiqa_core.errors import ConfigError, InputError
+from fiqa_core.extras import require
+from fiqa_core.scoring import resolve_engine
 from jobs import faults
 from jobs.cli import overrides_of, run_job, settings_parser
 
@@ -69,11 +71,13 @@ def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
     One run at a time writes a partition: a second one is refused with
     :class:`~fiqa_core.errors.OutputBusy` while the first holds the partition's lease.
     """
-    from fiqa_core import read_checkpoint_config  # JSON only: the driver never loads torch
     from fiqa_core.lease import Lease
+    from fiqa_core.scoring import read_model_config  # metadata only: never loads torch
 
     check(cfg)
-    model = read_checkpoint_config(cfg.model)
+    if resolve_engine(cfg.engine, cfg.model) == "onnx":
+        require("onnxruntime")  # before any work: the actors need it
+    model = read_model_config(cfg.model)
     out = partition_uri(cfg, nightly)
     done = _already_complete(out, cfg, model.id)
     if done is not None:

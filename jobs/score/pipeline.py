@@ -17,6 +17,7 @@ from fiqa_core import storage
 from fiqa_core.batch_decode import DEFERRED, device_eligible
 from fiqa_core.images import DEFAULT_MAX_PIXELS, Decoded, prepare_image, stack_decoded
 from fiqa_core.lake import load_images
+from fiqa_core.scoring import resolve_engine
 
 from .config import ScoreConfig
 from .schema import OUTPUT_SCHEMA, arrow
@@ -31,8 +32,11 @@ def score_stages(to_score, cfg: ScoreConfig, size: int, use_gpu: bool, run_stamp
     import ray
 
     # JPEGs decoded in batches on the actors' device (nvJPEG on a GPU), the rest in tasks
-    # (draft decoding is a CPU-path setting: with it, every image decodes in the tasks)
-    defer_jpeg = (use_gpu if cfg.device_decode is None else cfg.device_decode) and not cfg.draft
+    # (a torch engine, non-draft setting: with draft or the onnx engine, every image
+    # decodes in the tasks)
+    engine = resolve_engine(cfg.engine, cfg.model)
+    defer_jpeg = ((use_gpu if cfg.device_decode is None else cfg.device_decode)
+                  and not cfg.draft and engine == "torch")
     decoded = to_score.map_batches(
         decode_batch,
         fn_kwargs={
@@ -55,6 +59,7 @@ def score_stages(to_score, cfg: ScoreConfig, size: int, use_gpu: bool, run_stamp
         ScoreActor,
         fn_constructor_kwargs={
             "checkpoint": cfg.model,
+            "engine": engine,
             "device": "cuda" if use_gpu else "cpu",
             "batch_size": cfg.batch_size,
             "threads": cfg.scorer_threads or max(1, math.ceil(cfg.scorer_cpus)),
@@ -136,7 +141,7 @@ def decode_batch(
 
 
 class ScoreActor:
-    """Scoring stage: loads the checkpoint once per actor, scores prepared pixels."""
+    """Scoring stage: loads the model once per actor (on its engine), scores prepared pixels."""
 
     def __init__(
         self,
@@ -150,22 +155,26 @@ class ScoreActor:
         compile: bool = False,
         die_after: int | None = None,
         fault_marker: str | None = None,
+        engine: str = "torch",
     ):
-        import torch
+        import time
 
-        from fiqa_core import Scorer
+        from fiqa_core.scoring import load_scorer
 
-        if device == "cpu":
+        t0 = time.perf_counter()
+        if engine == "torch" and device == "cpu":
+            import torch
+
             # Ray pins torch to the actor's num_cpus rounded down (0 -> 1); the actor's
             # threads are set on purpose instead: the CPUs it reserved, the rest decode
             torch.set_num_threads(threads)
-        self.scorer = Scorer.from_checkpoint(
-            checkpoint, device=device, batch_size=batch_size, precision=precision,
+        self.scorer = load_scorer(
+            checkpoint, engine, device=device, batch_size=batch_size, precision=precision,
             max_pixels=max_pixels, compile=compile,
+            **({"threads": threads} if engine == "onnx" else {}),
         )
-        print(f"fiqa: scoring actor on {device} in {self.scorer.precision} "
-              f"({self.scorer.precision_reason}), batch {self.scorer.batch_size}, "
-              f"{torch.get_num_threads()} threads, model {self.scorer.model_id}", flush=True)
+        print(f"fiqa: scoring actor: {self.scorer.describe()} ({self.scorer.precision_reason}), "
+              f"{threads} threads, ready in {time.perf_counter() - t0:.1f} s", flush=True)
         self.scored_at = scored_at
         self.compile_logged = False
         self.die_after, self.fault_marker, self.batches = die_after, fault_marker, 0
