@@ -2,12 +2,15 @@
 
 Prints, on the same generated JPEGs:
   - model only: Scorer.score_pixels on a prepared uint8 batch (the ceiling), fp32 and bf16,
+    and the ONNX engine (``fiqa export`` file on ONNX Runtime, fp32) at batch 1 (its CPU
+    default) and --batch, with the export's time and size and its parity against torch,
   - bf16 against fp32 on the lake's real images: SRCC and largest differences,
   - reduced-scale JPEG decoding (draft) against a full decode: decode rate and score SRCC,
   - reference loop: one image at a time, PIL + torchvision transforms + model (like the
     reference scoring script),
   - our job: `fiqa pseudo-label` end to end (list -> read bytes -> decode/crop -> score ->
-    Parquet), as images/s and as a ratio to both, and the number of Parquet files written,
+    Parquet), as images/s and as a ratio to both, and the number of Parquet files written;
+    on each engine in --engines (torch, onnx),
   - peak resident memory of the driver and of the largest Ray worker, per lake size, each
     size in a fresh process (so peaks do not carry over),
   - cold start: the wall time of `fiqa score` over a small lake in a fresh process (Python
@@ -82,23 +85,57 @@ def model_only(
     return batch * steps / (time.time() - t0)
 
 
-def _side_by_side_child(ckpt, batch, barrier, results) -> None:
+def onnx_model_only(onnx_file: str, batch: int, steps: int, device: str, threads: int = 0
+                    ) -> float:
+    """The ONNX engine on a prepared uint8 batch: images/s."""
+    from fiqa_core import OnnxScorer
+
+    scorer = OnnxScorer(onnx_file, device=device, batch_size=batch, threads=threads or None)
+    s = scorer.preprocessing.size
+    x = np.random.default_rng(0).integers(0, 256, (max(batch, 8), s, s, 3), dtype=np.uint8)
+    scorer.score_pixels(x)  # warm-up
+    t0 = time.time()
+    for _ in range(steps):
+        scorer.score_pixels(x)
+    return len(x) * steps / (time.time() - t0)
+
+
+def onnx_parity(ckpt: str, onnx_file: str, files: list[Path], device: str) -> dict:
+    """The ONNX engine against torch fp32 on the same real images."""
+    from fiqa_core import OnnxScorer, Scorer
+    from fiqa_core.metrics import srcc
+
+    data = [f.read_bytes() for f in files]
+    fp32 = Scorer.from_checkpoint(ckpt, device=device, precision="fp32").score(data)
+    ort = OnnxScorer(onnx_file, device=device).score(data)
+    return {"images": len(files), "srcc": srcc(fp32["raw_score"], ort["raw_score"]),
+            "max_raw_diff": float(np.abs(fp32["raw_score"] - ort["raw_score"]).max()),
+            "max_score_diff": float(np.abs(fp32["score"] - ort["score"]).max())}
+
+
+def _side_by_side_child(model, batch, barrier, results, engine) -> None:
+    if engine == "onnx":
+        onnx_model_only(model, batch, 1, "cpu", 1)  # import, load, warm up
+        barrier.wait()
+        results.put(onnx_model_only(model, batch, 12, "cpu", 1))
+        return
     import torch
 
     torch.set_num_threads(1)
-    model_only(ckpt, batch, 1, "cpu", "bf16")  # import, load, warm up
+    model_only(model, batch, 1, "cpu", "bf16")  # import, load, warm up
     barrier.wait()
-    results.put(model_only(ckpt, batch, 12, "cpu", "bf16"))
+    results.put(model_only(model, batch, 12, "cpu", "bf16"))
 
 
-def side_by_side(ckpt: str, batch: int, procs: int) -> float:
-    """Model-only images/s of ``procs`` single-threaded processes running at once, summed."""
+def side_by_side(model: str, batch: int, procs: int, engine: str = "torch") -> float:
+    """Model-only images/s of ``procs`` single-threaded processes running at once, summed
+    (torch bf16, or the ONNX engine given an exported file)."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(procs), ctx.Queue()
     children = [
-        ctx.Process(target=_side_by_side_child, args=(ckpt, batch, barrier, results))
+        ctx.Process(target=_side_by_side_child, args=(model, batch, barrier, results, engine))
         for _ in range(procs)
     ]
     for c in children:
@@ -246,15 +283,23 @@ def job_run(lake: str, ckpt: str, out: str, device: str, settings: list[str] = (
     return {**summary, **peak, "parquet_files": len(list(Path(out).rglob("*.parquet")))}
 
 
-def cold_start(images: int, code_roots: list[str], realistic: bool) -> None:
-    """``fiqa score`` over a fresh small lake, in a fresh process per checkout: wall seconds."""
+def cold_start(images: int, code_roots: list[str], realistic: bool,
+               engines: tuple[str, ...] = ("torch",)) -> None:
+    """``fiqa score`` over a fresh small lake, in a fresh process per checkout (and per
+    engine, in this checkout): wall seconds."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ckpt = make_checkpoint(tmp / "ckpt", "student-edgenext-xxs", None)
         write_lake(tmp / "lake", images, realistic)
-        for i, root in enumerate(code_roots):
+        runs = [(root, ckpt) for root in code_roots]
+        if "onnx" in engines:
+            from fiqa_core import export_onnx
+
+            export_onnx(ckpt, str(tmp / "model.onnx"))
+            runs.append((str(ROOT), str(tmp / "model.onnx")))
+        for i, (root, model) in enumerate(runs):
             cmd = [sys.executable, "-m", "jobs.cli", "score", f"input={tmp / 'lake'}",
-                   f"model={ckpt}", f"output={tmp / f'out{i}'}"]
+                   f"model={model}", f"output={tmp / f'out{i}'}"]
             env = {**os.environ, "PYTHONPATH": root, "HF_HUB_OFFLINE": "1"}
             t0 = time.time()
             r = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env)
@@ -262,8 +307,8 @@ def cold_start(images: int, code_roots: list[str], realistic: bool) -> None:
             if r.returncode != 0:
                 print(r.stderr[-3000:])
                 raise SystemExit(1)
-            print(f"cold start: fiqa score over {images} images from {root}: {wall:.1f} s wall "
-                  "(process start to exit)", flush=True)
+            print(f"cold start: fiqa score over {images} images from {root}, model "
+                  f"{Path(model).name}: {wall:.1f} s wall (process start to exit)", flush=True)
 
 
 def main() -> None:
@@ -278,6 +323,8 @@ def main() -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="job settings for the end-to-end and memory runs")
+    p.add_argument("--engines", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"],
+                   help="engines of the end-to-end job runs")
     p.add_argument("--cold", type=int, default=100, help="cold-start lake size (0: skip)")
     p.add_argument("--cold-only", action="store_true", help="only the cold-start measurement")
     p.add_argument("--code-root", nargs="+", default=[str(ROOT)], help="checkouts to cold-start")
@@ -313,7 +360,29 @@ def main() -> None:
             rates[("bf16", "procs")] = side_by_side(ckpt, args.batch, cores)
             print(f"model only, torch bf16, batch {args.batch}, {cores} single-threaded "
                   f"processes side by side: {rates[('bf16', 'procs')]:.1f} images/s", flush=True)
+        from fiqa_core import export_onnx
+
+        onnx_file = str(tmp / "model.onnx")
+        t0 = time.time()
+        meta = export_onnx(ckpt, onnx_file)
+        print(f"fiqa export: {time.time() - t0:.1f} s, {meta['onnx_bytes'] / 1e6:.1f} MB, "
+              f"raw difference to torch on its check images "
+              f"{meta['check']['max_abs_raw_diff']:.1e}", flush=True)
+        for b in sorted({1, args.batch}):
+            for t in threads:
+                r = rates[("onnx", b, t)] = onnx_model_only(onnx_file, b, 10, device, t)
+                where = f", {t} thread{'s' * (t > 1)} in one process" if t else ""
+                print(f"model only, onnx engine fp32, batch {b}{where}: {r:.1f} images/s",
+                      flush=True)
+        if device == "cpu" and cores > 1:
+            rates[("onnx", "procs")] = side_by_side(onnx_file, 1, cores, "onnx")
+            print(f"model only, onnx engine fp32, batch 1, {cores} single-threaded processes "
+                  f"side by side: {rates[('onnx', 'procs')]:.1f} images/s", flush=True)
         torch.set_num_threads(cores)
+        op = onnx_parity(ckpt, onnx_file, files, device)
+        print(f"onnx engine vs torch fp32 on {op['images']} images: SRCC {op['srcc']:.6f}, "
+              f"largest raw difference {op['max_raw_diff']:.2e}, largest calibrated "
+              f"difference {op['max_score_diff']:.2e}", flush=True)
         parity = precision_parity(ckpt, files, device)
         print(
             f"bf16 vs fp32 on {parity['images']} images: SRCC {parity['srcc']:.5f}, largest raw "
@@ -330,22 +399,25 @@ def main() -> None:
         )
         model_rate = max(rates.values())
         ref_rate = reference_loop(ckpt, files, device)
-        job = job_run(str(lake), ckpt, str(tmp / "out"), device, args.set)
-        rate = job["images_per_s"]
-        print(
-            f"{args.preset} {args.size or 'preset'} px on {device}, {args.images} images: "
-            f"best model-only {model_rate:.1f} images/s; reference per-image loop {ref_rate:.1f} "
-            f"images/s; our job {rate:.1f} images/s end to end ({job['seconds']} s incl. "
-            f"listing) = {100 * rate / model_rate:.0f}% of model-only, "
-            f"{rate / ref_rate:.2f}x the reference loop; {job['parquet_files']} Parquet files "
-            f"for {job['rows']} rows",
-            flush=True,
-        )
+        for engine in args.engines:
+            model = onnx_file if engine == "onnx" else ckpt
+            job = job_run(str(lake), model, str(tmp / f"out-{engine}"), device, args.set)
+            rate = job["images_per_s"]
+            print(
+                f"{args.preset} {args.size or 'preset'} px on {device}, {args.images} images: "
+                f"best model-only {model_rate:.1f} images/s; reference per-image loop "
+                f"{ref_rate:.1f} images/s; our job on the {engine} engine {rate:.1f} images/s "
+                f"end to end ({job['seconds']} s incl. listing) = "
+                f"{100 * rate / model_rate:.0f}% of model-only, {rate / ref_rate:.2f}x the "
+                f"reference loop; {job['parquet_files']} Parquet files for {job['rows']} rows",
+                flush=True,
+            )
         if args.cold:
             import ray
 
             ray.shutdown()  # a cold start has the machine to itself
-            cold_start(args.cold, [os.path.abspath(r) for r in args.code_root], args.realistic)
+            cold_start(args.cold, [os.path.abspath(r) for r in args.code_root], args.realistic,
+                       tuple(args.engines))
         for n in args.memory_sizes:
             big = tmp / f"lake{n}"
             write_lake(big, n, realistic=False, seed=n)

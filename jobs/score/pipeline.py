@@ -174,7 +174,8 @@ class ScoreActor:
             **({"threads": threads} if engine == "onnx" else {}),
         )
         print(f"fiqa: scoring actor: {self.scorer.describe()} ({self.scorer.precision_reason}), "
-              f"{threads} threads, ready in {time.perf_counter() - t0:.1f} s", flush=True)
+              f"{threads} thread{'s' * (threads != 1)}, ready in "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)
         self.scored_at = scored_at
         self.compile_logged = False
         self.die_after, self.fault_marker, self.batches = die_after, fault_marker, 0
