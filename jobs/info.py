@@ -11,7 +11,8 @@ from importlib import metadata
 from fiqa_core.config import resolve_config, setting
 from jobs.cli import overrides_of, parse_args, run_job, settings_parser
 
-PACKAGES = ("fiqa", "torch", "torchvision", "timm", "ray", "pyarrow", "numpy", "pillow")
+PACKAGES = ("fiqa", "torch", "torchvision", "timm", "ray", "pyarrow", "numpy", "pillow",
+            "onnxruntime")
 
 
 @dataclass(frozen=True)
