@@ -360,29 +360,36 @@ def main() -> None:
             rates[("bf16", "procs")] = side_by_side(ckpt, args.batch, cores)
             print(f"model only, torch bf16, batch {args.batch}, {cores} single-threaded "
                   f"processes side by side: {rates[('bf16', 'procs')]:.1f} images/s", flush=True)
-        from fiqa_core import export_onnx
+        if "onnx" in args.engines and device == "cuda":
+            from fiqa_core.onnx_engine import cuda_available
 
+            if not cuda_available():
+                print("no onnx engine figures: this onnxruntime has no CUDA provider", flush=True)
+                args.engines = [e for e in args.engines if e != "onnx"]
         onnx_file = str(tmp / "model.onnx")
-        t0 = time.time()
-        meta = export_onnx(ckpt, onnx_file)
-        print(f"fiqa export: {time.time() - t0:.1f} s, {meta['onnx_bytes'] / 1e6:.1f} MB, "
-              f"raw difference to torch on its check images "
-              f"{meta['check']['max_abs_raw_diff']:.1e}", flush=True)
-        for b in sorted({1, args.batch}):
-            for t in threads:
-                r = rates[("onnx", b, t)] = onnx_model_only(onnx_file, b, 10, device, t)
-                where = f", {t} thread{'s' * (t > 1)} in one process" if t else ""
-                print(f"model only, onnx engine fp32, batch {b}{where}: {r:.1f} images/s",
-                      flush=True)
-        if device == "cpu" and cores > 1:
-            rates[("onnx", "procs")] = side_by_side(onnx_file, 1, cores, "onnx")
-            print(f"model only, onnx engine fp32, batch 1, {cores} single-threaded processes "
-                  f"side by side: {rates[('onnx', 'procs')]:.1f} images/s", flush=True)
+        if "onnx" in args.engines:
+            from fiqa_core import export_onnx
+
+            t0 = time.time()
+            meta = export_onnx(ckpt, onnx_file)
+            print(f"fiqa export: {time.time() - t0:.1f} s, {meta['onnx_bytes'] / 1e6:.1f} MB, "
+                  f"raw difference to torch on its check images "
+                  f"{meta['check']['max_abs_raw_diff']:.1e}", flush=True)
+            for b in sorted({1, args.batch}):
+                for t in threads:
+                    r = rates[("onnx", b, t)] = onnx_model_only(onnx_file, b, 10, device, t)
+                    where = f", {t} thread{'s' * (t > 1)} in one process" if t else ""
+                    print(f"model only, onnx engine fp32, batch {b}{where}: {r:.1f} images/s",
+                          flush=True)
+            if device == "cpu" and cores > 1:
+                rates[("onnx", "procs")] = side_by_side(onnx_file, 1, cores, "onnx")
+                print(f"model only, onnx engine fp32, batch 1, {cores} single-threaded processes "
+                      f"side by side: {rates[('onnx', 'procs')]:.1f} images/s", flush=True)
+            op = onnx_parity(ckpt, onnx_file, files, device)
+            print(f"onnx engine vs torch fp32 on {op['images']} images: SRCC {op['srcc']:.6f}, "
+                  f"largest raw difference {op['max_raw_diff']:.2e}, largest calibrated "
+                  f"difference {op['max_score_diff']:.2e}", flush=True)
         torch.set_num_threads(cores)
-        op = onnx_parity(ckpt, onnx_file, files, device)
-        print(f"onnx engine vs torch fp32 on {op['images']} images: SRCC {op['srcc']:.6f}, "
-              f"largest raw difference {op['max_raw_diff']:.2e}, largest calibrated "
-              f"difference {op['max_score_diff']:.2e}", flush=True)
         parity = precision_parity(ckpt, files, device)
         print(
             f"bf16 vs fp32 on {parity['images']} images: SRCC {parity['srcc']:.5f}, largest raw "

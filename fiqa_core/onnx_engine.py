@@ -14,7 +14,7 @@ import numpy as np
 from . import storage
 from .calibration import Calibration
 from .checkpoint_config import CheckpointConfig
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .extras import require
 from .images import DEFAULT_MAX_PIXELS
 from .preprocessing import Preprocessing
@@ -31,7 +31,7 @@ OUTPUTS = ("raw_score", "score")
 CPU_BATCH, GPU_BATCH = 1, 64
 
 
-def _session(data: bytes, source: str, providers: list[str], threads: int | None,
+def _session(data: bytes, source: str, providers: list, threads: int | None,
              optimize: bool = True):
     require("onnxruntime")
     import onnxruntime as ort
@@ -51,6 +51,33 @@ def _session(data: bytes, source: str, providers: list[str], threads: int | None
             "an opset, re-export with a lower one (fiqa export opset=18) or upgrade "
             "onnxruntime; otherwise the file is not a complete ONNX model"
         ) from e
+
+
+def cuda_available() -> bool:
+    """Whether this onnxruntime has a CUDA provider (the onnxruntime-gpu package)."""
+    require("onnxruntime")
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def _providers(device: str) -> list:
+    """onnxruntime's providers for ``cpu``, ``cuda`` or ``cuda:N``."""
+    import onnxruntime as ort
+
+    kind, _, index = device.partition(":")
+    if kind == "cpu" and not index:
+        return [("CPUExecutionProvider", {})]
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise ConfigError(f"device must be cpu, cuda or cuda:N for the onnx engine, got {device!r}")
+    if not cuda_available():
+        raise InputError(
+            f"onnxruntime {ort.__version__} here has no CUDA provider (it has "
+            f"{', '.join(ort.get_available_providers())}): install onnxruntime-gpu, or score "
+            "on the CPU (use_gpu=false)"
+        )
+    return [("CUDAExecutionProvider", {"device_id": int(index or 0)}),
+            ("CPUExecutionProvider", {})]
 
 
 def _read(model: str) -> bytes:
@@ -99,7 +126,8 @@ class OnnxScorer(ScorerBase):
 
     Args:
         model: The file (local path or URI) or its bytes.
-        device: ``cpu`` or ``cuda`` (onnxruntime's CUDA provider, from onnxruntime-gpu).
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (onnxruntime's CUDA provider, from the
+            onnxruntime-gpu package).
         batch_size: Images per run; None: 1 on a CPU, 64 on CUDA.
         max_pixels: Refuse images with more pixels than this (``too_large``).
         threads: ONNX Runtime's intra-op threads; None: its default (every core).
@@ -112,22 +140,15 @@ class OnnxScorer(ScorerBase):
                  batch_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  threads: int | None = None, source: str | None = None):
         require("onnxruntime")
-        import onnxruntime as ort
-
         source = source or (model if isinstance(model, str) else "ONNX model")
         data = model if isinstance(model, bytes) else _read(model)
         self.device = str(device or "cpu")
-        if self.device.startswith("cuda"):
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise InputError(
-                    f"onnxruntime {ort.__version__} here has no CUDA provider (it has "
-                    f"{', '.join(ort.get_available_providers())}): install onnxruntime-gpu, "
-                    "or score on the CPU"
-                )
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        else:
-            providers = ["CPUExecutionProvider"]
+        providers = _providers(self.device)
         self.session = _session(data, source, providers, threads)
+        if self.session.get_providers()[0] != providers[0][0]:
+            raise InputError(f"{source}: onnxruntime's CUDA provider did not start on "
+                             f"{self.device}; check the CUDA and cuDNN libraries it needs, or "
+                             "score on the CPU")
         self.metadata = _metadata(self.session, source)
         config = config_of(self.metadata)
         self.preprocessing = config.preprocessing

@@ -15,6 +15,7 @@ check); the ``onnx`` extra installs them. Scoring the file needs only onnxruntim
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -22,6 +23,7 @@ import logging
 import os
 from importlib import metadata
 
+import fsspec
 import numpy as np
 import torch
 from torch import nn
@@ -91,18 +93,23 @@ def export_bytes(checkpoint: str, opset: int = DEFAULT_OPSET, check: bool = True
     import onnx
 
     _check_opset(opset, onnx.defs.onnx_opset_version())
-    for name in ("onnxscript", "onnx_ir", "torch.onnx"):  # a line per rewrite at INFO
-        logging.getLogger(name).setLevel(logging.ERROR)
     model, config = load_checkpoint(checkpoint)
     wrapped = Deployable(model, config.preprocessing, config.calibration).eval()
     size = config.preprocessing.size
     example = torch.zeros(2, size, size, 3, dtype=torch.uint8)  # batch 2: 1 would specialise
-    program = torch.onnx.export(
-        wrapped, (example,), input_names=[INPUT], output_names=list(OUTPUTS),
-        dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset,
-        dynamo=True, external_data=False, verbose=False,
-    )
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            wrapped, (example,), input_names=[INPUT], output_names=list(OUTPUTS),
+            dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset,
+            dynamo=True, external_data=False, verbose=False,
+        )
     proto = program.model_proto
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:  # the exporter's version conversion gave up (it only logs that)
+        raise ConfigError(
+            f"PyTorch's exporter could not write opset {opset} for this model (it wrote "
+            f"{written}); choose another opset (the default {DEFAULT_OPSET})"
+        )
     meta = _metadata(config, checkpoint, opset)
     if check:
         meta["check"] = _check_parity(wrapped, proto.SerializeToString(), size, opset)
@@ -123,12 +130,34 @@ def export_onnx(checkpoint: str, output: str, opset: int = DEFAULT_OPSET) -> dic
     _check_writable(output)
     data, meta = export_bytes(checkpoint, opset)
     sidecar = {**meta, "onnx_sha256": hashlib.sha256(data).hexdigest(), "onnx_bytes": len(data)}
+    side = output + SIDECAR_SUFFIX
+    target = side
     try:
+        if storage.exists(side):  # never a new file beside an old sidecar
+            fs, path = fsspec.core.url_to_fs(side)
+            fs.rm(path)
+        target = output
         storage.write_bytes(output, data)
-        storage.write_bytes(output + SIDECAR_SUFFIX, json.dumps(sidecar, indent=2).encode())
-    except OSError as e:
-        raise InputError(f"cannot write {output}: {e}. Choose an output you can write") from e
+        target = side
+        storage.write_bytes(side, json.dumps(sidecar, indent=2).encode())
+    except Exception as e:  # any store's error: permissions, network, a missing filesystem
+        raise InputError(f"cannot write {target}: {type(e).__name__}: {e}. Choose an output "
+                         "you can write") from e
     return sidecar
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter's libraries log a line per graph rewrite at INFO: errors only, meanwhile."""
+    loggers = [logging.getLogger(n) for n in ("onnxscript", "onnx_ir", "torch.onnx")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _metadata(config: CheckpointConfig, checkpoint: str, opset: int) -> dict:
@@ -179,9 +208,11 @@ def _check_parity(wrapped: nn.Module, data: bytes, size: int, opset: int) -> dic
     try:
         session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime's own errors (opset, operator) are not typed
+        fix = (f"Choose a lower opset (the default {DEFAULT_OPSET})" if opset > DEFAULT_OPSET
+               else "Upgrade onnxruntime (pip install -U onnxruntime)")
         raise ConfigError(
             f"onnxruntime {ort.__version__} cannot run the export at opset {opset}: "
-            f"{str(e).splitlines()[0]}. Choose a lower opset (the default {DEFAULT_OPSET})"
+            f"{str(e).splitlines()[0]}. {fix}"
         ) from e
     raw = session.run([OUTPUTS[0]], {INPUT: pixels})[0]
     with torch.inference_mode():
@@ -196,6 +227,10 @@ def _check_parity(wrapped: nn.Module, data: bytes, size: int, opset: int) -> dic
 def _check_writable(output: str) -> None:
     """A clear error now, not after a minute of exporting, if ``output`` cannot be written."""
     if "://" in str(output) and not str(output).startswith("file://"):
+        try:  # the store's filesystem must at least exist here (s3fs, gcsfs, ...)
+            fsspec.core.url_to_fs(str(output))
+        except Exception as e:
+            raise ConfigError(f"cannot write output {output}: {type(e).__name__}: {e}") from e
         return  # an object store answers the write itself; its error is reported then
     path = os.path.abspath(str(output).removeprefix("file://"))
     if os.path.isdir(path):

@@ -1,9 +1,10 @@
-"""The one inference path: prepared images -> raw and calibrated scores, with statuses.
+"""The torch engine: prepared images -> raw and calibrated scores, with statuses.
 
-:class:`Scorer` serves every caller that runs a model on images: the library user, the
-Ray scoring actors, ``fiqa evaluate`` and the training loop's validation and calibration
-predictions, so the numbers that pick a training run's best epoch come from the same code
-that scores the lake.
+:class:`Scorer` serves every caller that runs a model on images in PyTorch: the library
+user, the Ray scoring actors, ``fiqa evaluate`` and the training loop's validation and
+calibration predictions, so the numbers that pick a training run's best epoch come from the
+same code that scores the lake. What it shares with the onnx engine (decoding, statuses,
+rows) is :class:`fiqa_core.scoring.ScorerBase`.
 """
 
 from __future__ import annotations

@@ -84,9 +84,9 @@ class ScorerBase:
         return self.score_decoded([self.prepare(item) for item in items])
 
     def describe(self) -> str:
-        """One line for logs: engine, device, precision, batch and model."""
-        return (f"{self.engine} engine on {self.device} in {self.precision}, batch "
-                f"{self.batch_size}, model {self.model_id}")
+        """One line for logs: engine, precision, batch and model."""
+        return (f"{self.engine} engine in {self.precision}, batch {self.batch_size}, model "
+                f"{self.model_id}")
 
 
 def is_onnx_file(uri: str) -> bool:

@@ -44,10 +44,14 @@ def run(cfg: ExportConfig) -> dict:
     for module in ("onnxscript", "onnxruntime"):
         require(module)
     read_checkpoint_config(cfg.model)  # not ours: a clear error before torch loads
-    from fiqa_core.onnx_export import export_onnx
+    from fiqa_core.onnx_export import ExportMismatch, export_onnx
+    from jobs.cli import JobFailed
 
     t0 = time.time()
-    meta = export_onnx(cfg.model, cfg.output, cfg.opset)
+    try:
+        meta = export_onnx(cfg.model, cfg.output, cfg.opset)
+    except ExportMismatch as e:
+        raise JobFailed(f"export of {cfg.model} failed its check, nothing was written: {e}") from e
     if cfg.json:
         print(json.dumps(meta, indent=2))
     else:

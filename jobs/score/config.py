@@ -31,8 +31,8 @@ class ScoreConfig:
     buckets: int = setting(64, "output partitions by a stable hash of the path; keep it fixed "
                            "across runs (a change rescores everything)")
     batch_size: int | None = setting(None, "images per forward pass; unset: 8 on a CPU (a "
-                                     "batch that fits its caches runs fastest there), 64 on "
-                                     "a GPU", operational=True)
+                                     "batch that fits its caches runs fastest there; 1 on "
+                                     "the onnx engine), 64 on a GPU", operational=True)
     decode_batch_size: int = setting(32, "images per decode task", operational=True)
     read_threads: int = setting(16, "concurrent object reads per decode task", operational=True)
     decode_task_mb: int | None = setting(None, "memory a decode task reserves; unset: an "
@@ -59,7 +59,8 @@ class ScoreConfig:
                                   operational=True)
     scorer_cpus: float = setting(1.0, "CPUs reserved per scoring actor; the other CPUs run "
                                  "decode tasks, one decode at a time each", operational=True)
-    scorer_threads: int | None = setting(None, "torch threads of a scoring actor on CPUs; "
+    scorer_threads: int | None = setting(None, "threads of a scoring actor on CPUs (torch's "
+                                         "or ONNX Runtime's); "
                                          "unset: its reserved CPUs rounded up (1 by default: "
                                          "one thread per actor uses a core best)",
                                          operational=True)

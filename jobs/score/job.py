@@ -14,7 +14,7 @@ from fiqa_core import storage
 from fiqa_core.config import resolve_config
 from fiqa_core.errors import ConfigError, InputError
 from fiqa_core.extras import require
-from fiqa_core.scoring import resolve_engine
+from fiqa_core.scoring import is_onnx_file, resolve_engine
 from jobs import faults
 from jobs.cli import overrides_of, run_job, settings_parser
 
@@ -75,8 +75,10 @@ def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
     from fiqa_core.scoring import read_model_config  # metadata only: never loads torch
 
     check(cfg)
-    if resolve_engine(cfg.engine, cfg.model) == "onnx":
-        require("onnxruntime")  # before any work: the actors need it
+    if resolve_engine(cfg.engine, cfg.model) == "onnx":  # before any work: the actors need
+        require("onnxruntime")  # it, and the exporter when they export a checkpoint
+        if not is_onnx_file(cfg.model):
+            require("onnxscript")
     model = read_model_config(cfg.model)
     out = partition_uri(cfg, nightly)
     done = _already_complete(out, cfg, model.id)
@@ -96,6 +98,19 @@ def _run(cfg: ScoreConfig, nightly: bool, model, out: str, lease) -> dict:
     t0 = time.time()
     init_ray(cfg.address, min_cpus=2)
     use_gpu = cluster_has_gpus() if cfg.use_gpu is None else cfg.use_gpu
+    if use_gpu and resolve_engine(cfg.engine, cfg.model) == "onnx":
+        from fiqa_core.onnx_engine import cuda_available
+
+        if not cuda_available():  # the CPU onnxruntime package, as the onnx extra installs
+            if cfg.use_gpu:
+                raise ConfigError(
+                    "use_gpu=true with the onnx engine needs onnxruntime's CUDA provider, "
+                    "which this onnxruntime lacks: install onnxruntime-gpu on the cluster's "
+                    "image, or set use_gpu=false"
+                )
+            log.warning("the cluster has GPUs but this onnxruntime has no CUDA provider: "
+                        "the onnx engine scores on CPUs (install onnxruntime-gpu to use them)")
+            use_gpu = False
     listing, n_files = list_images(cfg)
     images = listing.count()
     print(f"fiqa: listed {n_files} files, {images} images ({time.time() - t0:.0f} s)", flush=True)

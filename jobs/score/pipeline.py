@@ -1,7 +1,8 @@
 """Decode and score: CPU decode tasks feeding an actor pool that holds the model.
 
 Both stages run the library's code: :func:`fiqa_core.images.prepare_image` to decode, and
-:meth:`fiqa_core.Scorer.score_prepared` (the one inference path) to score.
+:meth:`~fiqa_core.scoring.ScorerBase.score_prepared` to score, on the torch engine
+(:class:`fiqa_core.Scorer`) or the onnx one (:class:`fiqa_core.OnnxScorer`).
 """
 
 from __future__ import annotations
@@ -173,7 +174,8 @@ class ScoreActor:
             max_pixels=max_pixels, compile=compile,
             **({"threads": threads} if engine == "onnx" else {}),
         )
-        print(f"fiqa: scoring actor: {self.scorer.describe()} ({self.scorer.precision_reason}), "
+        print(f"fiqa: scoring actor on {device}: {self.scorer.describe()} "
+              f"({self.scorer.precision_reason}), "
               f"{threads} thread{'s' * (threads != 1)}, ready in "
               f"{time.perf_counter() - t0:.1f} s", flush=True)
         self.scored_at = scored_at
