@@ -116,7 +116,18 @@ def config_of(meta: dict) -> CheckpointConfig:
 
 
 def read_onnx_config(model: str) -> CheckpointConfig:
-    """Model id, preprocessing and calibration of a ``fiqa export`` file (local or URI)."""
+    """Model id, preprocessing and calibration of a ``fiqa export`` file (local or URI):
+    from its sidecar ``<file>.json`` when there is one (milliseconds, where the file itself
+    may be hundreds of MB to fetch), else from the file's metadata. Whoever loads the file
+    checks its id against this (:class:`OnnxScorer`'s ``model_id``)."""
+    sidecar = model + ".json"
+    if storage.exists(sidecar):
+        try:
+            meta = json.loads(storage.read_bytes(sidecar))
+        except ValueError:
+            meta = {}
+        if meta.get("format") == FORMAT:
+            return config_of(meta)
     session = _session(_read(model), model, ["CPUExecutionProvider"], 1, optimize=False)
     return config_of(_metadata(session, model))
 

@@ -301,6 +301,16 @@ def test_scoring_jobs_on_the_onnx_engine(tmp_path, checkpoint, exported, ray_loc
     night = score_job.run(cfg(input=lake, model=checkpoint, output=tmp_path / "engine",
                               run_date="2026-01-03"), nightly=True)
     assert night["reused"] == len(torch_rows) and night["scored"] == 0
+    # a stale sidecar (the driver plans from it) is caught where the file is loaded
+    stale = tmp_path / "stale.onnx"
+    stale.write_bytes(open(exported, "rb").read())
+    side = json.loads(open(exported + ".json").read())
+    (tmp_path / "stale.onnx.json").write_text(json.dumps({**side, "model_id": "other-id"}))
+    assert read_model_config(str(stale)).id == "other-id"
+    with pytest.raises(Exception, match=r"holds model student-edgenext-xxs-\w+, but this run "
+                       r"was planned for other-id.*sidecar \(<file>.json\) is stale"):
+        score_job.run(cfg(input=lake, model=stale, output=tmp_path / "stale"), nightly=False)
+    assert not (tmp_path / "stale" / "_SUCCESS").exists()
     # the torch engine's settings are refused with the onnx one, before any work
     plain = [f"input={lake}", f"model={exported}", f"output={tmp_path / 'x'}"]
     for bad, message in (("precision=bf16", "torch engine setting"),

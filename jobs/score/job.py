@@ -130,7 +130,8 @@ def _run(cfg: ScoreConfig, nightly: bool, model, out: str, lease) -> dict:
         finish_reused, batch_format="pandas"
     )
     die_after = faults.armed("score_actor_dies_after_batches")
-    scored = score_stages(to_score, cfg, model.preprocessing.size, use_gpu, run_stamp, die_after)
+    scored = score_stages(to_score, cfg, model.preprocessing.size, use_gpu, run_stamp, die_after,
+                          model.id)
     # result rows are gathered into large write tasks: each writes at most one file per
     # bucket, so a lake's scores land in a few large files instead of one per block
     # (min_bytes_per_file is experimental in Ray 2.60; min_rows_per_file with partition

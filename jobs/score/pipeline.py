@@ -28,7 +28,7 @@ ACTOR_BATCH = 64  # rows handed to a scoring actor at once; it runs them in forw
 
 
 def score_stages(to_score, cfg: ScoreConfig, size: int, use_gpu: bool, run_stamp: str,
-                 die_after: int | None = None):
+                 die_after: int | None = None, model_id: str | None = None):
     """CPU decode tasks, then the scoring actor pool (:func:`default_scorers` actors)."""
     import ray
 
@@ -61,6 +61,7 @@ def score_stages(to_score, cfg: ScoreConfig, size: int, use_gpu: bool, run_stamp
         fn_constructor_kwargs={
             "checkpoint": cfg.model,
             "engine": engine,
+            "model_id": model_id,
             "device": "cuda" if use_gpu else "cpu",
             "batch_size": cfg.batch_size,
             "threads": cfg.scorer_threads or max(1, math.ceil(cfg.scorer_cpus)),
@@ -157,6 +158,7 @@ class ScoreActor:
         die_after: int | None = None,
         fault_marker: str | None = None,
         engine: str = "torch",
+        model_id: str | None = None,
     ):
         import time
 
@@ -174,6 +176,15 @@ class ScoreActor:
             max_pixels=max_pixels, compile=compile,
             **({"threads": threads} if engine == "onnx" else {}),
         )
+        if model_id and self.scorer.model_id != model_id:
+            from fiqa_core.errors import InputError
+
+            raise InputError(
+                f"{checkpoint} holds model {self.scorer.model_id}, but this run was planned "
+                f"for {model_id}: the model changed after the run started, or an .onnx "
+                "file's sidecar (<file>.json) is stale. Re-export (fiqa export) or delete "
+                "the stale sidecar, then run again"
+            )
         print(f"fiqa: scoring actor on {device}: {self.scorer.describe()} "
               f"({self.scorer.precision_reason}), "
               f"{threads} thread{'s' * (threads != 1)}, ready in "
