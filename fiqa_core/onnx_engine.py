@@ -49,7 +49,8 @@ def _session(data: bytes, source: str, providers: list, threads: int | None,
         raise InputError(
             f"{source}: onnxruntime {ort.__version__} cannot load it ({first}). If it names "
             "an opset, re-export with a lower one (fiqa export opset=18) or upgrade "
-            "onnxruntime; otherwise the file is not a complete ONNX model"
+            "onnxruntime; if it names an IR version, upgrade onnxruntime (fiqa's exports "
+            "need >= 1.18); otherwise the file is not a complete ONNX model"
         ) from e
 
 
@@ -115,19 +116,34 @@ def config_of(meta: dict) -> CheckpointConfig:
     )
 
 
+def _sidecar(model: str) -> dict | None:
+    """The sidecar's content, if it belongs to the file beside it: it names the file's size
+    and was written after it (a file replaced without its sidecar fails either check)."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(model)
+        side, file = fs.info(path + ".json"), fs.info(path)
+        meta = json.loads(fs.cat_file(path + ".json"))
+        fresh = fs.modified(path + ".json") >= fs.modified(path)
+    except Exception:  # no sidecar, no file, no modification times, not JSON: read the file
+        return None
+    ok = (isinstance(meta, dict) and meta.get("format") == FORMAT and side["size"] > 0
+          and meta.get("onnx_bytes") == file["size"] and fresh)
+    return meta if ok else None
+
+
 def read_onnx_config(model: str) -> CheckpointConfig:
     """Model id, preprocessing and calibration of a ``fiqa export`` file (local or URI):
     from its sidecar ``<file>.json`` when there is one (milliseconds, where the file itself
     may be hundreds of MB to fetch), else from the file's metadata. Whoever loads the file
     checks its id against this (:class:`OnnxScorer`'s ``model_id``)."""
-    sidecar = model + ".json"
-    if storage.exists(sidecar):
+    meta = _sidecar(model)
+    if meta is not None:
         try:
-            meta = json.loads(storage.read_bytes(sidecar))
-        except ValueError:
-            meta = {}
-        if meta.get("format") == FORMAT:
             return config_of(meta)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass  # a damaged sidecar: the file itself says
     session = _session(_read(model), model, ["CPUExecutionProvider"], 1, optimize=False)
     return config_of(_metadata(session, model))
 

@@ -39,7 +39,7 @@ from .preprocessing import Preprocessing
 from .scoring import ONNX_SUFFIX
 
 SIDECAR_SUFFIX = ".json"  # student.onnx -> student.onnx.json
-# PyTorch's exporter writes opset 18 and up; 18 runs on onnxruntime >= 1.14, TensorRT >= 8.6
+# PyTorch's exporter writes opset 18 and up, in ONNX IR version 10 (onnxruntime >= 1.18)
 DEFAULT_OPSET, MIN_OPSET = 18, 18
 # the largest raw-score difference to PyTorch (fp32) an export may show on its check images
 PARITY_LIMIT = 1e-4
@@ -131,6 +131,7 @@ def export_onnx(checkpoint: str, output: str, opset: int = DEFAULT_OPSET) -> dic
     data, meta = export_bytes(checkpoint, opset)
     sidecar = {**meta, "onnx_sha256": hashlib.sha256(data).hexdigest(), "onnx_bytes": len(data)}
     side = output + SIDECAR_SUFFIX
+    side_bytes = json.dumps(sidecar, indent=2).encode()
     target = side
     try:
         if storage.exists(side):  # never a new file beside an old sidecar
@@ -139,7 +140,7 @@ def export_onnx(checkpoint: str, output: str, opset: int = DEFAULT_OPSET) -> dic
         target = output
         storage.write_bytes(output, data)
         target = side
-        storage.write_bytes(side, json.dumps(sidecar, indent=2).encode())
+        storage.write_bytes(side, side_bytes)
     except Exception as e:  # any store's error: permissions, network, a missing filesystem
         raise InputError(f"cannot write {target}: {type(e).__name__}: {e}. Choose an output "
                          "you can write") from e
@@ -194,7 +195,7 @@ def _check_opset(opset: int, exporter_max: int) -> None:
         raise ConfigError(
             f"opset {opset} is not supported: PyTorch's exporter here writes opsets "
             f"{MIN_OPSET}..{exporter_max}; choose one your runtime runs (opset "
-            f"{DEFAULT_OPSET}, the default, runs on onnxruntime >= 1.14)"
+            f"{DEFAULT_OPSET}, the default, runs on onnxruntime >= 1.18)"
         )
 
 

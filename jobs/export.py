@@ -28,8 +28,9 @@ class ExportConfig:
     model: str = setting(help="checkpoint directory (path or URI)")
     output: str = setting(help="the ONNX file to write (path or URI, ending in .onnx); its "
                           "sidecar is <output>.json")
-    opset: int = setting(18, "ONNX opset (18 runs on onnxruntime >= 1.14 and TensorRT >= 8.6; "
-                         "PyTorch's exporter writes 18 and up)")
+    opset: int = setting(18, "ONNX opset: PyTorch's exporter writes 18 and up (in ONNX IR "
+                         "version 10: onnxruntime >= 1.18 runs it); choose what your runtime "
+                         "runs")
     json: bool = setting(False, "print the sidecar's content as JSON")
 
 
@@ -51,7 +52,8 @@ def run(cfg: ExportConfig) -> dict:
     try:
         meta = export_onnx(cfg.model, cfg.output, cfg.opset)
     except ExportMismatch as e:
-        raise JobFailed(f"export of {cfg.model} failed its check, nothing was written: {e}") from e
+        raise JobFailed(f"export of {cfg.model} failed its check, no model file was written: "
+                        f"{e}") from e
     if cfg.json:
         print(json.dumps(meta, indent=2))
     else:

@@ -85,10 +85,14 @@ def test_the_file_and_its_sidecar_say_how_to_use_it(checkpoint, exported):
     assert (inp.name, inp.type, inp.shape[1:]) == ("pixels", "tensor(uint8)", [SIZE, SIZE, 3])
     assert isinstance(inp.shape[0], str)  # a dynamic batch
     assert [o.name for o in session.get_outputs()] == ["raw_score", "score"]
-    # the driver's view: the checkpoint's facts, read from the file
-    seen = read_model_config(exported)
-    assert (seen.id, seen.preprocessing, seen.calibration) == (
-        config.id, config.preprocessing, config.calibration)
+    # the driver's view: the checkpoint's facts, from the sidecar, or from the file alone
+    alone = os.path.join(os.path.dirname(exported), "alone.onnx")
+    with open(alone, "wb") as f:
+        f.write(data)
+    for path in (exported, alone):
+        seen = read_model_config(path)
+        assert (seen.id, seen.preprocessing, seen.calibration) == (
+            config.id, config.preprocessing, config.calibration)
 
 
 def test_onnx_runtime_matches_torch_on_real_photographs(exported, torch_scorer, photos):
@@ -204,10 +208,11 @@ def test_bad_input_is_a_clear_error(checkpoint, exported, tmp_path, capsys):
     # a file stamped with an opset this onnxruntime does not run
     with pytest.raises(ConfigError, match="opset 17 is not supported.*opset 18, the default"):
         export_onnx(checkpoint, str(tmp_path / "m.onnx"), opset=17)
-    assert cli.main(["export", f"model={checkpoint}", f"output={tmp_path}/m.onnx",
-                     "opset=26"]) == 2
-    assert ("exporter could not write opset 26 for this model (it wrote 18); choose another "
-            "opset" in capsys.readouterr().out)
+    if onnx.defs.onnx_opset_version() >= 26:  # older onnx packages refuse 26 up front
+        assert cli.main(["export", f"model={checkpoint}", f"output={tmp_path}/m.onnx",
+                         "opset=26"]) == 2
+        assert ("exporter could not write opset 26 for this model (it wrote 18); choose "
+                "another opset" in capsys.readouterr().out)
     future = onnx.load(exported)
     for entry in future.opset_import:
         if entry.domain in ("", "ai.onnx"):
@@ -246,8 +251,35 @@ def test_an_export_that_fails_its_check_writes_nothing(checkpoint, tmp_path, cap
     out = tmp_path / "m.onnx"
     assert cli.main(["export", f"model={checkpoint}", f"output={out}"]) == 1
     text = capsys.readouterr().out
-    assert "failed its check, nothing was written" in text and "differ from PyTorch's" in text
+    assert "failed its check, no model file was written" in text and "differ from PyTorch's" in text
     assert not list(tmp_path.iterdir())
+
+
+def test_exporting_again_replaces_the_file_and_its_sidecar(checkpoint, tmp_path, monkeypatch):
+    from fiqa_core import onnx_export
+
+    out = tmp_path / "m.onnx"
+    first = export_onnx(checkpoint, str(out), opset=18)
+    second = export_onnx(checkpoint, str(out), opset=20)
+    sidecar = json.loads((tmp_path / "m.onnx.json").read_text())
+    assert sidecar["opset"] == 20 != first["opset"] and sidecar == second
+    assert sidecar["onnx_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    # a replaced file whose sidecar was left behind: the driver reads the file instead
+    (tmp_path / "m.onnx.json").write_text(json.dumps({**sidecar, "model_id": "old-id",
+                                                      "onnx_bytes": 1}))
+    assert read_model_config(str(out)).id == second["model_id"]
+    # a write that fails leaves no sidecar of the previous export beside a half-new state
+    real = onnx_export.storage.write_bytes
+
+    def refuse_the_model(uri, data):
+        if uri.endswith(".onnx"):
+            raise PermissionError("read-only bucket")
+        real(uri, data)
+
+    monkeypatch.setattr(onnx_export.storage, "write_bytes", refuse_the_model)
+    with pytest.raises(InputError, match=f"cannot write {out}: PermissionError: read-only"):
+        export_onnx(checkpoint, str(out))
+    assert not (tmp_path / "m.onnx.json").exists()
 
 
 def test_export_to_an_object_store_uri(checkpoint):
@@ -306,7 +338,7 @@ def test_scoring_jobs_on_the_onnx_engine(tmp_path, checkpoint, exported, ray_loc
     stale.write_bytes(open(exported, "rb").read())
     side = json.loads(open(exported + ".json").read())
     (tmp_path / "stale.onnx.json").write_text(json.dumps({**side, "model_id": "other-id"}))
-    assert read_model_config(str(stale)).id == "other-id"
+    assert read_model_config(str(stale)).id == "other-id"  # it looks like the file's own
     with pytest.raises(Exception, match=r"holds model student-edgenext-xxs-\w+, but this run "
                        r"was planned for other-id.*sidecar \(<file>.json\) is stale"):
         score_job.run(cfg(input=lake, model=stale, output=tmp_path / "stale"), nightly=False)
@@ -321,3 +353,27 @@ def test_scoring_jobs_on_the_onnx_engine(tmp_path, checkpoint, exported, ray_loc
             score_job.run(resolve_config(score_job.ScoreConfig, None, [*plain, bad]),
                           nightly=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_the_onnx_engine_on_a_gpu_cluster_without_onnxruntime_gpu(
+        tmp_path, exported, ray_local, monkeypatch, caplog):
+    """The driver's onnxruntime has no CUDA provider: an unset use_gpu scores on the CPUs
+    and says so; use_gpu=true is refused before any work."""
+    from fiqa_core import onnx_engine
+    from jobs import ray_env
+    from jobs import score as score_job
+    from tests.test_score import cfg, make_lake
+
+    monkeypatch.setattr(ray_env, "cluster_has_gpus", lambda: True)
+    monkeypatch.setattr(onnx_engine, "cuda_available", lambda: False)
+    lake = tmp_path / "lake"
+    make_lake(lake, n_jpeg=6, n_png=2, zoo=False)
+    with caplog.at_level("WARNING", logger="fiqa.score"):
+        summary = score_job.run(cfg(input=lake, model=exported, output=tmp_path / "cpu"),
+                                nightly=False)
+    assert summary["scored"] == 8
+    assert "no CUDA provider: the onnx engine scores on CPUs" in caplog.text
+    with pytest.raises(ConfigError, match="use_gpu=true with the onnx engine needs "
+                       "onnxruntime's CUDA provider.*onnxruntime-gpu"):
+        score_job.run(cfg(input=lake, model=exported, output=tmp_path / "gpu", use_gpu="true"),
+                      nightly=False)
