@@ -76,13 +76,18 @@ def model_only(
     if threads:
         torch.set_num_threads(threads)
     scorer = Scorer.from_checkpoint(ckpt, device=device, batch_size=batch, precision=precision)
+    return pixels_rate(scorer, batch, steps)
+
+
+def pixels_rate(scorer, images: int, steps: int) -> float:
+    """Images/s of ``scorer.score_pixels`` on ``images`` random prepared images, warmed up."""
     s = scorer.preprocessing.size
-    x = np.random.default_rng(0).integers(0, 256, (batch, s, s, 3), dtype=np.uint8)
+    x = np.random.default_rng(0).integers(0, 256, (images, s, s, 3), dtype=np.uint8)
     scorer.score_pixels(x)  # warm-up
     t0 = time.time()
     for _ in range(steps):
         scorer.score_pixels(x)
-    return batch * steps / (time.time() - t0)
+    return images * steps / (time.time() - t0)
 
 
 def onnx_model_only(onnx_file: str, batch: int, steps: int, device: str, threads: int = 0
@@ -91,13 +96,7 @@ def onnx_model_only(onnx_file: str, batch: int, steps: int, device: str, threads
     from fiqa_core import OnnxScorer
 
     scorer = OnnxScorer(onnx_file, device=device, batch_size=batch, threads=threads or None)
-    s = scorer.preprocessing.size
-    x = np.random.default_rng(0).integers(0, 256, (max(batch, 8), s, s, 3), dtype=np.uint8)
-    scorer.score_pixels(x)  # warm-up
-    t0 = time.time()
-    for _ in range(steps):
-        scorer.score_pixels(x)
-    return len(x) * steps / (time.time() - t0)
+    return pixels_rate(scorer, max(batch, 8), steps)
 
 
 def onnx_parity(ckpt: str, onnx_file: str, files: list[Path], device: str) -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from importlib import metadata
 
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
@@ -24,6 +23,7 @@ from .checkpoint_config import (
     write_checkpoint_config,
 )
 from .errors import InputError
+from .extras import installed_version
 from .models import create_model
 from .weights import load_weights
 
@@ -62,7 +62,7 @@ def save_checkpoint(
         lineage=dict(lineage or {}),
         weights_sha256=sha,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        fiqa_version=_version(),
+        fiqa_version=installed_version("fiqa") or "unknown",
     )
     storage.write_bytes(storage.join(uri, CHECKPOINT_WEIGHTS), blob)
     write_checkpoint_config(uri, config)
@@ -84,9 +84,3 @@ def load_checkpoint(uri: str) -> tuple[nn.Module, CheckpointConfig]:
     model.preprocessing = config.preprocessing  # the config, not the preset, is authoritative
     return model, config
 
-
-def _version() -> str:
-    try:
-        return metadata.version("fiqa")
-    except metadata.PackageNotFoundError:
-        return "unknown"

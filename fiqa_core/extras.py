@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from importlib import metadata
 
 from .errors import FiqaError
 
@@ -28,3 +29,11 @@ def require(module: str) -> None:
             f"{purpose} needs {module}, which the '{extra}' extra installs: "
             f"pip install 'fiqa[{extra}]'"
         )
+
+
+def installed_version(package: str) -> str | None:
+    """The installed version of distribution ``package``, or None."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None

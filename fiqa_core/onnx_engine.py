@@ -24,6 +24,7 @@ FORMAT = "fiqa-onnx/1"
 METADATA_KEY = "fiqa"
 INPUT = "pixels"
 OUTPUTS = ("raw_score", "score")
+SIDECAR_SUFFIX = ".json"  # student.onnx -> student.onnx.json
 # Images per run() call when unset. On a CPU, one: ONNX Runtime ran the student (352 px,
 # one thread) at 78-80 images/s one at a time, 74.5 at 4, 67 at 8, 52 at 32 (its kernels
 # gain nothing from a batch there, and a batch's activations leave the caches); an
@@ -123,9 +124,9 @@ def _sidecar(model: str) -> dict | None:
 
     try:
         fs, path = fsspec.core.url_to_fs(model)
-        side, file = fs.info(path + ".json"), fs.info(path)
-        meta = json.loads(fs.cat_file(path + ".json"))
-        fresh = fs.modified(path + ".json") >= fs.modified(path)
+        side, file = fs.info(path + SIDECAR_SUFFIX), fs.info(path)
+        meta = json.loads(fs.cat_file(path + SIDECAR_SUFFIX))
+        fresh = fs.modified(path + SIDECAR_SUFFIX) >= fs.modified(path)
     except Exception:  # no sidecar, no file, no modification times, not JSON: read the file
         return None
     ok = (isinstance(meta, dict) and meta.get("format") == FORMAT and side["size"] > 0

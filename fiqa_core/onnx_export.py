@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-from importlib import metadata
 
 import fsspec
 import numpy as np
@@ -33,12 +32,11 @@ from .calibration import Calibration
 from .checkpoint import load_checkpoint
 from .checkpoint_config import CheckpointConfig
 from .errors import ConfigError, InputError
-from .extras import require
-from .onnx_engine import FORMAT, INPUT, METADATA_KEY, OUTPUTS
+from .extras import installed_version, require
+from .onnx_engine import FORMAT, INPUT, METADATA_KEY, OUTPUTS, SIDECAR_SUFFIX
 from .preprocessing import Preprocessing
 from .scoring import ONNX_SUFFIX
 
-SIDECAR_SUFFIX = ".json"  # student.onnx -> student.onnx.json
 # PyTorch's exporter writes opset 18 and up, in ONNX IR version 10 (onnxruntime >= 1.18)
 DEFAULT_OPSET, MIN_OPSET = 18, 18
 # the largest raw-score difference to PyTorch (fp32) an export may show on its check images
@@ -134,9 +132,7 @@ def export_onnx(checkpoint: str, output: str, opset: int = DEFAULT_OPSET) -> dic
     side_bytes = json.dumps(sidecar, indent=2).encode()
     target = side
     try:
-        if storage.exists(side):  # never a new file beside an old sidecar
-            fs, path = fsspec.core.url_to_fs(side)
-            fs.rm(path)
+        storage.remove(side)  # never a new file beside an old sidecar
         target = output
         storage.write_bytes(output, data)
         target = side
@@ -185,8 +181,8 @@ def _metadata(config: CheckpointConfig, checkpoint: str, opset: int) -> dict:
                         if cal else None),
         "opset": opset,
         "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"fiqa": _version("fiqa"), "torch": torch.__version__,
-                     "onnx": _version("onnx")},
+        "versions": {"fiqa": installed_version("fiqa") or "unknown",
+                     "torch": torch.__version__, "onnx": installed_version("onnx") or "unknown"},
     }
 
 
@@ -245,9 +241,3 @@ def _check_writable(output: str) -> None:
         raise InputError(f"cannot write output {output}: permission denied. Choose a folder "
                          "you can write")
 
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "unknown"

@@ -107,6 +107,20 @@ def resolve_engine(engine: str | None, model: str) -> str:
     return engine
 
 
+def check_onnx_settings(precision: str = "auto", compile: bool = False,
+                        device_decode: bool | None = None) -> None:
+    """Refuse the torch engine's settings with the onnx engine, which runs the exported file
+    in fp32 on pixels prepared on the CPU."""
+    torch_only = {"precision": precision not in ("auto", "fp32"), "compile": compile,
+                  "device_decode": bool(device_decode)}
+    if any(torch_only.values()):
+        raise ConfigError(
+            f"{', '.join(k for k, v in torch_only.items() if v)}: torch engine setting(s); "
+            "the onnx engine runs the exported file in fp32 on pixels the CPU prepares. "
+            "Leave them unset, or use engine=torch"
+        )
+
+
 def read_model_config(model: str) -> CheckpointConfig:
     """What a driver needs of a model (id, preprocessing, calibration) without loading it:
     a checkpoint's ``config.json``, or the metadata inside a ``fiqa export`` file."""
@@ -134,10 +148,7 @@ def load_scorer(model: str, engine: str | None = None, **kwargs) -> ScorerBase:
         return Scorer.from_checkpoint(model, **kwargs)
     from .onnx_engine import OnnxScorer
 
-    for name, default in (("precision", "auto"), ("compile", False)):
-        if kwargs.pop(name, default) not in (default, "fp32"):
-            raise ConfigError(f"{name} is a torch engine setting; the onnx engine runs the "
-                              "exported file as it is: leave it unset")
+    check_onnx_settings(kwargs.pop("precision", "auto"), kwargs.pop("compile", False))
     if is_onnx_file(model):
         return OnnxScorer(model, threads=threads, **kwargs)
     from .onnx_export import export_bytes

@@ -29,6 +29,13 @@ def write_bytes(uri: str, data: bytes) -> None:
         fs.pipe_file(path, data)  # object stores: a single PUT is already atomic
 
 
+def remove(uri: str) -> None:
+    """Delete a file or a whole folder if it exists (nothing to delete is not an error)."""
+    fs, path = fsspec.core.url_to_fs(str(uri))
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
 def exists(uri: str) -> bool:
     fs, path = fsspec.core.url_to_fs(str(uri))
     return fs.exists(path)

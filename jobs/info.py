@@ -6,7 +6,6 @@ import argparse
 import json
 import platform
 from dataclasses import dataclass
-from importlib import metadata
 
 from fiqa_core.config import resolve_config, setting
 from jobs.cli import overrides_of, parse_args, run_job, settings_parser
@@ -30,13 +29,10 @@ def collect(with_cost: bool = False) -> dict:
     import torch
 
     from fiqa_core import get_preset, list_presets, model_cost
+    from fiqa_core.extras import installed_version
 
     versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    versions.update({name: installed_version(name) for name in PACKAGES})
     devices = ["cpu"] + [
         f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())
     ]

@@ -11,7 +11,7 @@ from fiqa_core.config import setting
 from fiqa_core.errors import ConfigError
 from fiqa_core.images import DEFAULT_MAX_PIXELS
 from fiqa_core.preprocessing import PRECISIONS
-from fiqa_core.scoring import ENGINES, resolve_engine
+from fiqa_core.scoring import ENGINES, check_onnx_settings, resolve_engine
 
 
 @dataclass(frozen=True)
@@ -90,14 +90,7 @@ def check(cfg: ScoreConfig) -> None:
             "write_batch_mb and scorer_cpus > 0"
         )
     if resolve_engine(cfg.engine, cfg.model) == "onnx":
-        torch_only = {"precision": cfg.precision not in ("auto", "fp32"), "compile": cfg.compile,
-                      "device_decode": bool(cfg.device_decode)}
-        if any(torch_only.values()):
-            raise ConfigError(
-                f"{', '.join(k for k, v in torch_only.items() if v)}: torch engine setting(s); "
-                "the onnx engine runs the exported file in fp32 on pixels the decode tasks "
-                "prepare. Leave them unset, or use engine=torch"
-            )
+        check_onnx_settings(cfg.precision, cfg.compile, cfg.device_decode)
 
 
 def partition_uri(cfg: ScoreConfig, nightly: bool) -> str:

@@ -8,8 +8,6 @@ import json
 import logging
 import time
 
-import fsspec
-
 from fiqa_core import storage
 from fiqa_core.config import resolve_config
 from fiqa_core.errors import ConfigError, InputError
@@ -178,12 +176,6 @@ def _run(cfg: ScoreConfig, nightly: bool, model, out: str, lease) -> dict:
         )
     lease.check()  # never commit over a run that took the output over
     storage.write_bytes(storage.join(out, MARKER), json.dumps(summary, indent=2).encode())
-    _remove_fault_marker(cfg.output)
+    storage.remove(storage.join(cfg.output, FAULT_MARKER))
     print(final_line(summary, out, MARKER))
     return summary
-
-
-def _remove_fault_marker(output: str) -> None:
-    fs, path = fsspec.core.url_to_fs(storage.join(output, FAULT_MARKER))
-    if fs.exists(path):
-        fs.rm(path)

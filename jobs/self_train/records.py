@@ -6,8 +6,6 @@ import datetime as dt
 import json
 from dataclasses import replace
 
-import fsspec
-
 from fiqa_core import storage
 from jobs.train import work_dir
 
@@ -49,16 +47,10 @@ def can_resume(stage: Stage, old: dict | None) -> bool:
     )
 
 
-def _remove(uri: str) -> None:
-    fs, path = fsspec.core.url_to_fs(uri)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
-
-
 def remove_outputs(stage: Stage, old: dict | None) -> None:
     """A stage's outputs (current and previously recorded) and a training run's state."""
     paths = set(stage.outputs.values()) | set((old or {}).get("outputs", {}).values())
     for path in sorted(paths):
-        _remove(path)
+        storage.remove(path)
         if stage.definition.model:
-            _remove(work_dir(replace(stage.job, output=path)))
+            storage.remove(work_dir(replace(stage.job, output=path)))

@@ -103,9 +103,7 @@ def build_cache(
         )
         return summary
     data_uri = storage.join(cache_uri, "data")
-    fs, path = fsspec.core.url_to_fs(data_uri)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)  # a partial cache from an interrupted run
+    storage.remove(data_uri)  # a partial cache from an interrupted run
     ds = ray.data.from_arrow(_path_table(labels.assign(source_id=0, row_id=np.arange(len(labels)))))
     for i, folder in enumerate(pseudo_folders, start=1):
         ds = ds.union(_pseudo_rows(folder, i))
