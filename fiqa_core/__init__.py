@@ -7,6 +7,8 @@ reading a checkpoint's config (``read_checkpoint_config``) or the presets import
 
 import importlib
 
+from . import storage as _storage  # noqa: F401  (object-store retries, set on import)
+
 _EXPORTS = {
     "Calibration": "calibration",
     "fit_logistic": "calibration",

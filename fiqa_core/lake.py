@@ -124,17 +124,19 @@ def load_images(
     threads: int = 16,
     decode_slots: int | None = None,
 ) -> list[Decoded]:
-    """Read (retrying transient errors) and decode each path; one result per path, in order.
+    """Read and decode each path; one result per path, in order.
 
     Reads run in a thread pool, so object-store latency overlaps. PIL releases the GIL while
     decoding, so decodes would run on as many cores as there are threads: ``decode_slots``
     bounds how many run at once (the CPUs the caller reserved), reads stay concurrent.
-    Unreadable objects become ``missing`` / ``read_error`` results. Never raises.
+    Transient object-store errors are retried by the store's client
+    (:mod:`fiqa_core.storage`); objects still unreadable become ``missing`` / ``read_error``
+    results. Never raises.
     """
     slots = threading.BoundedSemaphore(decode_slots) if decode_slots else nullcontext()
 
     def one(path: str) -> Decoded:
-        data, status, error = storage.read_bytes_retrying(path)
+        data, status, error = storage.read_object(path)
         if data is None:
             return Decoded(status, error)
         with slots:

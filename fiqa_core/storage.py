@@ -1,9 +1,44 @@
-"""Paths that may be local or any fsspec URI (s3://, gs://, memory://, file://)."""
+"""Paths that may be local or any fsspec URI (s3://, gs://, memory://, file://).
+
+Object-store retries happen in one place: botocore's retry mode (``adaptive`` by default,
+with its exponential backoff, jitter and client-side rate limiting on throttling), set
+once for every s3fs filesystem this process opens (:func:`configure_object_stores`, run
+on import). s3fs's own retry loop is turned off, so attempts do not multiply, and listings
+are not cached, so a file another run wrote (a ``_SUCCESS``, a lease) is seen at once.
+``AWS_RETRY_MODE`` and ``AWS_MAX_ATTEMPTS`` override the mode and the attempts.
+"""
 
 from __future__ import annotations
 
+import io
+import os
+import uuid
+
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+S3_RETRY_MODE = "adaptive"
+S3_MAX_ATTEMPTS = 8  # botocore's backoff: up to ~20 s between the last attempts
+PARQUET_MAGIC = b"PAR1"
+
+
+def configure_object_stores() -> None:
+    """botocore's retries for every s3fs filesystem opened from now on (idempotent)."""
+    conf = fsspec.config.conf.setdefault("s3", {})
+    retries = {
+        "mode": os.environ.get("AWS_RETRY_MODE") or S3_RETRY_MODE,
+        "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or S3_MAX_ATTEMPTS),
+    }
+    conf.setdefault("config_kwargs", {}).setdefault("retries", retries)
+    conf.setdefault("use_listings_cache", False)
+    try:
+        import s3fs
+    except ImportError:  # no S3 support installed: nothing to configure
+        return
+    s3fs.S3FileSystem.retries = 1  # its own loop (a class default): one pass, botocore's inside
+
+
+configure_object_stores()
 
 
 def join(base: str, *parts: str) -> str:
@@ -22,9 +57,9 @@ def write_bytes(uri: str, data: bytes) -> None:
     if parent:
         fs.makedirs(parent, exist_ok=True)
     if isinstance(fs, LocalFileSystem):
-        tmp = f"{path}.tmp"
+        tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
         fs.pipe_file(tmp, data)
-        fs.mv(tmp, path)
+        os.replace(tmp, path)
     else:
         fs.pipe_file(path, data)  # object stores: a single PUT is already atomic
 
@@ -32,13 +67,22 @@ def write_bytes(uri: str, data: bytes) -> None:
 def remove(uri: str) -> None:
     """Delete a file or a whole folder if it exists (nothing to delete is not an error)."""
     fs, path = fsspec.core.url_to_fs(str(uri))
-    if fs.exists(path):
+    if exists(uri):
         fs.rm(path, recursive=True)
 
 
 def exists(uri: str) -> bool:
+    """Whether ``uri`` exists. Only "not found" is False: any other error (throttling, a
+    timeout, a refused connection) raises, so a store that fails never makes a committed
+    file look absent."""
     fs, path = fsspec.core.url_to_fs(str(uri))
-    return fs.exists(path)
+    if isinstance(fs, LocalFileSystem):
+        return os.path.exists(path)
+    try:
+        fs.info(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def isdir(uri: str) -> bool:
@@ -46,27 +90,117 @@ def isdir(uri: str) -> bool:
     return fs.isdir(path)
 
 
-def read_bytes_retrying(
-    uri: str, attempts: int = 3, backoff_s: float = 0.5
-) -> tuple[bytes | None, str, str | None]:
-    """Read a whole object, retrying transient errors; never raises.
+def read_object(uri: str) -> tuple[bytes | None, str, str | None]:
+    """Read a whole object (the store's client retries transient errors); never raises.
 
     Returns:
         ``(data, "ok", None)``, or ``(None, status, reason)`` with status ``missing`` (no such
-        object: not retried) or ``read_error`` (still failing after ``attempts`` tries).
+        object) or ``read_error`` (still failing after the client's retries).
     """
-    import time
+    try:
+        return read_bytes(uri), "ok", None
+    except FileNotFoundError:
+        return None, "missing", "no such file or object"
+    except IsADirectoryError:
+        return None, "missing", "is a directory, not a file"
+    except Exception as e:  # network, throttling, permissions, after botocore's retries
+        return None, "read_error", f"{type(e).__name__}: {e}"
 
-    error = None
-    for attempt in range(attempts):
+
+# -- Parquet files that are published whole or not at all ---------------------------------
+
+
+def parquet_tail_ok(size: int, head: bytes, tail: bytes) -> bool:
+    """Whether a file of ``size`` bytes starting with ``head`` and ending with ``tail`` (its
+    last 8 bytes) is a whole Parquet file: magic at both ends, a footer that fits."""
+    if size < 12 or head[:4] != PARQUET_MAGIC or tail[-4:] != PARQUET_MAGIC:
+        return False
+    footer = int.from_bytes(tail[-8:-4], "little")
+    return 0 < footer <= size - 12
+
+
+class ParquetOutput(io.RawIOBase):
+    """A Parquet file being written: published under its name on close only if whole.
+
+    Local disks: written to a hidden temporary name beside it, then ``os.replace``d into
+    place. Object stores: the store's own upload (published on completion), discarded
+    instead of completed when the file is not whole. Either way no reader ever sees a
+    Parquet file cut short by a failed or killed writer.
+    """
+
+    def __init__(self, fs, path: str):
+        super().__init__()
+        self.fs, self.path, self.size = fs, path, 0
+        self.head, self.tail = b"", b""
+        self.local = isinstance(fs, LocalFileSystem)
+        if self.local:
+            folder, name = os.path.split(path)
+            os.makedirs(folder, exist_ok=True)
+            self.tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+            self.f = open(self.tmp, "wb")
+        else:
+            self.f = fs.open(path, "wb")
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        if len(self.head) < 4:
+            self.head = (self.head + data)[:4]
+        self.tail = (self.tail + data)[-8:]
+        self.f.write(data)
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        whole = parquet_tail_ok(self.size, self.head, self.tail)
         try:
-            return read_bytes(uri), "ok", None
-        except FileNotFoundError:
-            return None, "missing", "no such file or object"
-        except IsADirectoryError:
-            return None, "missing", "is a directory, not a file"
-        except Exception as e:  # network, throttling, permissions: worth another try
-            error = f"{type(e).__name__}: {e}"
-            if attempt + 1 < attempts:
-                time.sleep(backoff_s * 2**attempt)
-    return None, "read_error", f"after {attempts} attempts: {error}"
+            if self.local:
+                self.f.close()
+                if whole:
+                    os.replace(self.tmp, self.path)
+                else:
+                    os.unlink(self.tmp)
+            elif whole:
+                self.f.close()
+            else:
+                if hasattr(self.f, "discard"):  # buffered uploads (s3fs, gcsfs): aborted
+                    self.f.discard()
+                else:
+                    self.f.close()
+                if self.fs.exists(self.path):  # a store that published it anyway
+                    self.fs.rm(self.path)
+        finally:
+            super().close()
+        if not whole:
+            raise OSError(f"{self.path}: not a whole Parquet file ({self.size} bytes written); "
+                          "not published")
+
+
+def is_temporary(path: str) -> bool:
+    """Whether ``path`` is a :class:`ParquetOutput` temporary (an unpublished write)."""
+    name = path.rsplit("/", 1)[-1]
+    return name.startswith(".") and name.endswith(".tmp") and ".parquet." in name
+
+
+def arrow_filesystem(uri: str):
+    """``(pyarrow filesystem, path)`` for Ray Data's writers: every file goes through this
+    module's fsspec filesystem (so object stores get the retries configured above) and
+    every ``.parquet`` file is published whole or not at all (:class:`ParquetOutput`)."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    class Handler(pafs.FSSpecHandler):
+        def open_output_stream(self, path, metadata):
+            if not path.endswith(".parquet"):
+                return super().open_output_stream(path, metadata)
+            return pa.PythonFile(ParquetOutput(self.fs, path), mode="w")
+
+    fs, path = fsspec.core.url_to_fs(str(uri))
+    return pafs.PyFileSystem(Handler(fs)), path

@@ -30,6 +30,8 @@ SUBCOMMANDS = {
     "evaluate": ("jobs.evaluate", "metrics and compute cost of a checkpoint on held-out labels"),
     "export": ("jobs.export", "export a checkpoint to ONNX with preprocessing and calibration "
                "inside"),
+    "verify": ("jobs.verify", "check every committed partition of a scoring output against "
+               "its _SUCCESS"),
     "demo": ("jobs.demo", "run a whole round on demo data made from bundled photographs"),
 }
 EXIT_CODES = ("exit status: 0 done, 2 bad settings or input, 3 output busy (another run holds "

@@ -98,11 +98,12 @@ def test_help_shows_every_setting_with_its_meaning_and_default(capsys):
     from jobs.score import ScoreConfig
     from jobs.self_train import RoundConfig
     from jobs.train import TrainConfig
+    from jobs.verify import VerifyConfig
 
     for command, settings in (("score", ScoreConfig), ("pseudo-label", ScoreConfig),
                               ("train", TrainConfig), ("self-train", RoundConfig),
                               ("evaluate", EvaluateConfig), ("demo", DemoConfig),
-                              ("export", ExportConfig),
+                              ("export", ExportConfig), ("verify", VerifyConfig),
                               ("info", InfoConfig)):
         r = run(command, "--help")
         assert r.returncode == 0, r.stderr
@@ -131,6 +132,7 @@ SETTINGS_CASES = {
     "evaluate": ("jobs.evaluate:EvaluateConfig", {"model": "m", "labels": "l.csv"}, "json",
                  None),
     "export": ("jobs.export:ExportConfig", {"model": "m", "output": "m.onnx"}, "json", "opset"),
+    "verify": ("jobs.verify:VerifyConfig", {"output": "o"}, "rows", None),
     "demo": ("jobs.demo:DemoConfig", {}, None, "labeled"),
 }
 

@@ -1,6 +1,13 @@
-"""Reading objects: transient errors are retried, then recorded; never raised."""
+"""Store access: one retry policy (botocore's), errors that never pass for "absent", and
+Parquet files published whole or not at all."""
+
+import io
+import os
 
 import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
@@ -8,7 +15,7 @@ from fiqa_core import storage
 
 
 class FlakyFileSystem(MemoryFileSystem):
-    """An object store whose reads fail the first ``failures`` times per path."""
+    """An object store whose calls fail the first ``failures`` times per path."""
 
     protocol = "flaky"
     failures = 2
@@ -18,12 +25,19 @@ class FlakyFileSystem(MemoryFileSystem):
     def _strip_protocol(cls, path):
         return MemoryFileSystem._strip_protocol(path.removeprefix("flaky://"))
 
-    def cat_file(self, path, start=None, end=None, **kwargs):
+    def _fail(self, path):
         n = self.calls.get(path, 0)
         self.calls[path] = n + 1
         if n < self.failures:
-            raise ConnectionError("connection reset by peer")
+            raise ConnectionError("SlowDown: please reduce your request rate")
+
+    def cat_file(self, path, start=None, end=None, **kwargs):
+        self._fail(path)
         return super().cat_file(path, start, end, **kwargs)
+
+    def info(self, path, **kwargs):
+        self._fail(path)
+        return super().info(path, **kwargs)
 
 
 @pytest.fixture
@@ -36,25 +50,81 @@ def flaky():
     fs.rm("/lake", recursive=True)
 
 
-def test_transient_errors_are_retried(flaky):
-    flaky.failures = 2
-    assert storage.read_bytes_retrying("flaky:///lake/a.jpg", attempts=3, backoff_s=0) == (
-        b"bytes",
-        "ok",
-        None,
-    )
-    assert flaky.calls["/lake/a.jpg"] == 3
+def test_s3_filesystems_retry_in_botocore_only():
+    import s3fs
+
+    fs = fsspec.filesystem("s3", key="k", secret="s", client_kwargs={"endpoint_url": "http://x"})
+    assert isinstance(fs, s3fs.S3FileSystem) and fs.retries == 1  # s3fs's own loop: a single pass
+    assert fs.config_kwargs["retries"] == {"mode": "adaptive", "max_attempts": 8}
+    assert not fs.dircache.use_listings_cache
+    via_url, _ = fsspec.core.url_to_fs("s3://bucket/key")
+    assert via_url.config_kwargs["retries"]["mode"] == "adaptive"
 
 
-def test_persistent_errors_become_a_status(flaky):
-    flaky.failures = 10
-    data, status, error = storage.read_bytes_retrying(
-        "flaky:///lake/a.jpg", attempts=3, backoff_s=0
-    )
-    assert data is None and status == "read_error"
-    assert error == "after 3 attempts: ConnectionError: connection reset by peer"
+def test_a_failed_read_is_a_status_after_one_call(flaky):
+    """No retry loop of ours on top of the store client's: one call, then a status."""
+    flaky.failures = 1
+    data, status, error = storage.read_object("flaky:///lake/a.jpg")
+    assert (data, status) == (None, "read_error")
+    assert error == "ConnectionError: SlowDown: please reduce your request rate"
+    assert flaky.calls["/lake/a.jpg"] == 1
+    assert storage.read_object("flaky:///lake/a.jpg") == (b"bytes", "ok", None)
 
 
-def test_missing_objects_are_not_retried(tmp_path):
-    data, status, error = storage.read_bytes_retrying(str(tmp_path / "gone.jpg"), backoff_s=0)
+def test_missing_objects_are_missing(tmp_path):
+    data, status, error = storage.read_object(str(tmp_path / "gone.jpg"))
     assert (data, status) == (None, "missing") and "no such file" in error
+
+
+def test_a_store_error_never_passes_for_absent(flaky):
+    """fsspec's exists() answers False on any error: a throttled HEAD of a _SUCCESS would
+    make a committed partition look unfinished, and a run would write into it."""
+    flaky.failures = 1
+    with pytest.raises(ConnectionError, match="SlowDown"):
+        storage.exists("flaky:///lake/a.jpg")
+    flaky.failures = 0
+    assert storage.exists("flaky:///lake/a.jpg")
+    assert not storage.exists("flaky:///lake/none.jpg")
+
+
+def _parquet_bytes(rows: int) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"x": list(range(rows))}), buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_parquet_files_are_published_whole_or_not_at_all(tmp_path, where):
+    root = str(tmp_path) if where == "local" else "memory://publish-test"
+    fs, path = fsspec.core.url_to_fs(f"{root}/bucket=1/part.parquet")
+    whole = _parquet_bytes(100)
+    with storage.ParquetOutput(fs, path) as f:
+        for i in range(0, len(whole), 7):  # in pieces, as a writer streams it
+            f.write(whole[i:i + 7])
+        if where == "local":  # not visible under its name until it is whole
+            assert not os.path.exists(path)
+            assert [storage.is_temporary(p) for p in os.listdir(tmp_path / "bucket=1")] == [True]
+    assert pq.read_table(fs.open(path, "rb")).num_rows == 100
+
+    cut = f"{path.rsplit('/', 1)[0]}/cut.parquet"
+    with pytest.raises(OSError, match="not a whole Parquet file.*not published"):
+        with storage.ParquetOutput(fs, cut) as f:
+            f.write(whole[: len(whole) // 2])  # a writer that stopped half way
+    assert not fs.exists(cut)
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.find(f"{root}/bucket=1"))
+    assert names == ["part.parquet"]  # no temporary left behind
+    fs.rm(f"{root}/bucket=1", recursive=True)
+
+
+def test_ray_writes_go_through_the_publishing_filesystem(tmp_path):
+    """pyarrow's dataset writer, as Ray Data calls it, through arrow_filesystem."""
+    import pyarrow.dataset as ds
+
+    fs, path = storage.arrow_filesystem(str(tmp_path / "out"))
+    table = pa.Table.from_pandas(pd.DataFrame({"x": range(10), "bucket": [0, 1] * 5}))
+    ds.write_dataset(table, path, filesystem=fs, format="parquet", partitioning=["bucket"],
+                     partitioning_flavor="hive", basename_template="part-{i}.parquet")
+    files = sorted(p.relative_to(tmp_path / "out").as_posix()
+                   for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert files == ["bucket=0/part-0.parquet", "bucket=1/part-0.parquet"]
+    assert pq.read_table(tmp_path / "out" / "bucket=1" / "part-0.parquet").num_rows == 5

@@ -17,9 +17,9 @@ Modules: ``config`` (settings, partition), ``listing``, ``planning`` (incrementa
 reuse, score), ``pipeline`` (decode tasks, scoring actors), ``summary``, ``job`` (the run).
 """
 
+from .commit import MARKER
 from .config import ScoreConfig, partition_uri
 from .job import get_args_parser, main, run
-from .planning import MARKER
 from .summary import summarise
 
 __all__ = ["MARKER", "ScoreConfig", "get_args_parser", "main", "partition_uri", "run",

@@ -10,24 +10,17 @@ import time
 
 from fiqa_core import storage
 from fiqa_core.config import resolve_config
-from fiqa_core.errors import ConfigError, InputError
+from fiqa_core.errors import ConfigError, FiqaError, InputError, LeaseLost
 from fiqa_core.extras import require
 from fiqa_core.scoring import is_onnx_file, resolve_engine
 from jobs import faults
-from jobs.cli import overrides_of, run_job, settings_parser
+from jobs.cli import JobFailed, overrides_of, run_job, settings_parser
 
+from .commit import MARKER, manifest, previous_partition
 from .config import ScoreConfig, check, partition_uri
 from .listing import col, list_images
 from .pipeline import FAULT_MARKER, score_stages
-from .planning import (
-    MARKER,
-    buckets_of,
-    check_models,
-    finish_reused,
-    plan,
-    previous_partition,
-    repair,
-)
+from .planning import buckets_of, check_models, finish_reused, plan, remove_temporaries, repair
 from .summary import final_line, summarise
 
 log = logging.getLogger("fiqa.score")
@@ -87,7 +80,17 @@ def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
         done = _already_complete(out, cfg, model.id)  # the run that held the lease finished
         if done is not None:
             return done
-        return _run(cfg, nightly, model, out, lease)
+        try:
+            return _run(cfg, nightly, model, out, lease)
+        except (FiqaError, LeaseLost):
+            raise
+        except Exception as e:  # the store failed beyond its retries, a worker was lost...
+            raise JobFailed(
+                f"{prog} failed before committing {out} ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}). Nothing was committed and "
+                "nothing committed before was changed; run it again to resume (rows "
+                "already written are kept)."
+            ) from e
 
 
 def _run(cfg: ScoreConfig, nightly: bool, model, out: str, lease) -> dict:
@@ -112,8 +115,11 @@ def _run(cfg: ScoreConfig, nightly: bool, model, out: str, lease) -> dict:
     listing, n_files = list_images(cfg)
     images = listing.count()
     print(f"fiqa: listed {n_files} files, {images} images ({time.time() - t0:.0f} s)", flush=True)
+    removed = remove_temporaries(out)  # this run's own partition, under its lease
+    if removed:
+        log.warning("%s: removed %d temporary file(s) of an interrupted write", out, removed)
     check_models(out, model.id)
-    previous = previous_partition(cfg.output, out) if nightly else None
+    previous, damaged = previous_partition(cfg.output, out) if nightly else (None, [])
     prev_buckets = buckets_of(previous)
     if previous and prev_buckets != cfg.buckets:
         log.warning(
@@ -137,8 +143,10 @@ def _run(cfg: ScoreConfig, nightly: bool, model, out: str, lease) -> dict:
     # row_group_size makes Arrow gather each file's rows into large row groups: without it
     # every 64-row block became a row group (247 in a 381-row file), whose metadata bloated
     # the files 9x and held the write task's memory at 1.1 GB for 100k rows
+    fs, path = storage.arrow_filesystem(out)  # each file published whole or not at all
     scored.union(reused).write_parquet(
-        out,
+        path,
+        filesystem=fs,
         partition_cols=["bucket"],
         min_bytes_per_file=max(1, int(cfg.write_batch_mb * 2**20)),
         row_group_size=ROW_GROUP_ROWS,
@@ -167,6 +175,8 @@ def _run(cfg: ScoreConfig, nightly: bool, model, out: str, lease) -> dict:
         seconds=round(time.time() - t0, 1),
         buckets=cfg.buckets,
         run_started=run_stamp,
+        previous=previous,
+        previous_damaged=damaged,
     )
     summary["images_per_s"] = round(summary["scored"] / max(summary["seconds"], 1e-9), 1)
     if summary["rows"] != images:
@@ -174,6 +184,7 @@ def _run(cfg: ScoreConfig, nightly: bool, model, out: str, lease) -> dict:
             f"{out}: {summary['rows']} rows for {images} images after repair; the partition "
             "holds rows this run cannot account for. Move it aside and run again."
         )
+    summary["manifest"] = manifest(out, summary.pop("rows_by_file"))
     lease.check()  # never commit over a run that took the output over
     storage.write_bytes(storage.join(out, MARKER), json.dumps(summary, indent=2).encode())
     storage.remove(storage.join(cfg.output, FAULT_MARKER))

@@ -1,5 +1,11 @@
 """Incremental planning: per image, skip it (already in this run's output), reuse its row
-from the previous complete partition (same model, same file facts), or score it."""
+from the previous complete partition (same model, same file facts), or score it.
+
+Only this run's own partition, under its lease, is ever changed here: a Parquet file in it
+that is provably cut short (its footer missing: :func:`is_partial`) is removed and its rows
+redone. A file of the previous, committed partition is only read; any error reading it
+(after the store client's retries) fails the run, with nothing removed.
+"""
 
 from __future__ import annotations
 
@@ -17,27 +23,10 @@ from fiqa_core import storage
 from fiqa_core.errors import InputError
 from fiqa_core.tables import parquet_files
 
+from .commit import MARKER
 from .schema import CARRIED, FACTS, OUTPUT_SCHEMA, PLAN_SCHEMA, arrow
 
 log = logging.getLogger("fiqa.score")
-MARKER = "_SUCCESS"
-
-
-def previous_partition(output: str, current: str) -> str | None:
-    """The latest complete date partition before ``current`` (nightly incremental source)."""
-    fs, root = fsspec.core.url_to_fs(output)
-    if not fs.exists(root):
-        return None
-    this = current.rstrip("/").rsplit("/", 1)[-1]
-    dates = sorted(
-        p.rstrip("/").rsplit("/", 1)[-1]
-        for p in fs.ls(root, detail=False)
-        if p.rstrip("/").rsplit("/", 1)[-1].startswith("date=")
-    )
-    for name in reversed([d for d in dates if d < this]):
-        if storage.exists(storage.join(output, name, MARKER)):
-            return storage.join(output, name)
-    return None
 
 
 def buckets_of(partition: str | None) -> int | None:
@@ -81,11 +70,9 @@ def check_models(out: str, model_id: str) -> None:
     fs, root = fsspec.core.url_to_fs(out)
     models: set[str] = set()
     for f in parquet_files(fs, root):
-        try:
-            column = pq.read_table(f, filesystem=fs, columns=["model"]).column("model")
-        except Exception:  # a partial shard: planning removes it
-            continue
-        models.update(m for m in pc.unique(column).to_pylist() if m is not None)
+        column = read_file(fs, f, ["model"], own=True, remove=False)
+        if column is not None:  # None: a partial file, which planning removes
+            models.update(m for m in pc.unique(column.column("model")).to_pylist() if m)
     foreign = sorted(models - {model_id})
     if foreign:
         raise InputError(
@@ -114,7 +101,7 @@ def repair(listing, out: str) -> dict:
 
 def repair_bucket(group: pd.DataFrame, out: str) -> pd.DataFrame:
     bucket = int(group["bucket"].iloc[0])
-    rows = read_bucket(out, bucket)  # removes partial shards first
+    rows = read_bucket(out, bucket, own=True)  # removes partial files first
     fs, root = fsspec.core.url_to_fs(storage.join(out, f"bucket={bucket}"))
     files = parquet_files(fs, root) if fs.exists(root) else []
     listed = rows["path"].isin(set(group["path"]))
@@ -126,7 +113,7 @@ def repair_bucket(group: pd.DataFrame, out: str) -> pd.DataFrame:
         fixed = f"{root}/repaired-{uuid.uuid4().hex}.parquet"
         table = arrow(keep.reset_index(drop=True).drop(columns=["bucket"], errors="ignore"),
                       pa.schema([f for f in OUTPUT_SCHEMA if f.name != "bucket"]))
-        with fs.open(fixed, "wb") as f:
+        with storage.ParquetOutput(fs, fixed) as f:  # published whole or not at all
             pq.write_table(table, f)
         for old in files:
             fs.rm(old)
@@ -137,22 +124,63 @@ def repair_bucket(group: pd.DataFrame, out: str) -> pd.DataFrame:
     })
 
 
-def read_bucket(partition: str | None, bucket: int, columns=None) -> pd.DataFrame:
-    """Rows already written for one bucket of a partition; unreadable (partial) files removed."""
+def read_bucket(partition: str | None, bucket: int, columns=None, own: bool = False
+                ) -> pd.DataFrame:
+    """Rows already written for one bucket of a partition. ``own``: the run's own partition
+    (held under its lease), whose partial files are removed; of any other partition a file
+    that cannot be read fails the run."""
     empty = pd.DataFrame(columns=columns or OUTPUT_SCHEMA.names)
     if partition is None:
         return empty
     fs, root = fsspec.core.url_to_fs(storage.join(partition, f"bucket={bucket}"))
     if not fs.exists(root):
         return empty
-    frames = []
-    for f in parquet_files(fs, root):
-        try:
-            frames.append(pq.read_table(f, filesystem=fs, columns=columns).to_pandas())
-        except Exception as e:  # a file cut short by an interrupted write: its rows redo
-            log.warning("removing unreadable partial shard %s (%s)", f, e)
-            fs.rm(f)
+    frames = [read_file(fs, f, columns, own) for f in parquet_files(fs, root)]
+    frames = [t.to_pandas() for t in frames if t is not None]
     return pd.concat(frames, ignore_index=True) if frames else empty
+
+
+def read_file(fs, path: str, columns, own: bool, remove: bool = True) -> pa.Table | None:
+    """One Parquet file; None for a partial file of the run's own partition (removed when
+    ``remove``). Store errors (already retried by the client) propagate."""
+    try:
+        return pq.read_table(path, filesystem=fs, columns=columns)
+    except pa.ArrowInvalid as e:
+        if not own or not is_partial(fs, path):
+            raise InputError(
+                f"{path} cannot be read ({e}) although it ends as a whole Parquet file "
+                "does. Nothing was changed. If the store was failing, run again; if the "
+                "file was damaged after it was written, move its partition aside (or "
+                "restore the file) and run again"
+            ) from e
+        if remove:
+            log.warning("removing %s: a Parquet file cut short by an interrupted write (%s); "
+                        "its rows are scored again", path, e)
+            fs.rm(path)
+        return None
+
+
+def is_partial(fs, path: str) -> bool:
+    """Whether a file is provably not a whole Parquet file: the magic bytes missing at
+    either end, or a footer longer than the file. Read errors propagate."""
+    size = int(fs.info(path)["size"])
+    if size < 12:
+        return True
+    head = fs.cat_file(path, start=0, end=4)
+    tail = fs.cat_file(path, start=size - 8, end=size)
+    return not storage.parquet_tail_ok(size, head, tail)
+
+
+def remove_temporaries(out: str) -> int:
+    """Remove what interrupted local writes left in the run's own partition (hidden
+    ``.<name>.parquet.<id>.tmp`` files, never published under their names); the count."""
+    fs, root = fsspec.core.url_to_fs(out)
+    if not fs.exists(root):
+        return 0
+    left = [p for p in fs.find(root) if storage.is_temporary(p)]
+    for p in left:
+        fs.rm(p)
+    return len(left)
 
 
 def _same_facts(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
@@ -166,7 +194,7 @@ def _same_facts(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
 def plan_bucket(group: pd.DataFrame, done: str, previous: str | None, model_id: str) -> pa.Table:
     """Decide per listed image: already in this run's output (drop), reuse, or score."""
     bucket = int(group["bucket"].iloc[0])
-    finished = set(read_bucket(done, bucket, columns=["path"])["path"])
+    finished = set(read_bucket(done, bucket, columns=["path"], own=True)["path"])
     todo = group[~group["path"].isin(finished)].reset_index(drop=True)
     plan = pd.DataFrame({c: [None] * len(todo) for c in PLAN_SCHEMA.names})
     for c in ("path", "bucket", *FACTS):

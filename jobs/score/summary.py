@@ -12,14 +12,17 @@ from fiqa_core.tables import parquet_files
 
 
 def summarise(partition: str) -> dict:
-    """Counts over a written partition, streamed file by file (flat memory)."""
+    """Counts over a written partition, streamed file by file (flat memory); with each
+    file's rows (``rows_by_file``, by name relative to the partition) for its manifest."""
     fs, root = fsspec.core.url_to_fs(partition)
     by_status: dict[str, int] = {}
     rows = reused = 0
     files = parquet_files(fs, root)
+    per_file = {}
     for f in files:
         t = pq.read_table(f, filesystem=fs, columns=["status", "reused"])
         rows += t.num_rows
+        per_file[f[len(root.rstrip("/")):].lstrip("/")] = t.num_rows
         reused += int(pa.compute.sum(t["reused"]).as_py() or 0)
         for k, v in pd.Series(t["status"].to_pylist()).value_counts().items():
             by_status[k] = by_status.get(k, 0) + int(v)
@@ -31,6 +34,7 @@ def summarise(partition: str) -> dict:
         "failed": failed,
         "by_status": by_status,
         "files": len(files),
+        "rows_by_file": per_file,
     }
 
 
@@ -41,5 +45,13 @@ def final_line(summary: dict, out: str, marker: str) -> str:
         f"{summary['images']} images ({summary['skipped_non_image']} non-image files skipped) "
         f"in {summary['seconds']:.0f} s, {summary['images_per_s']} images/s, with model "
         f"{summary['model']}. Output: {out}, {summary['files']} Parquet files (complete: "
-        f"{marker} written)."
+        f"{marker} written)." + _damaged_note(summary, marker)
     )
+
+
+def _damaged_note(summary: dict, marker: str) -> str:
+    damaged = summary.get("previous_damaged")
+    if not damaged:
+        return ""
+    return (f" {len(damaged)} earlier partition(s) did not match their {marker} and were not "
+            "reused (see the warnings above).")
