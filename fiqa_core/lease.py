@@ -4,18 +4,14 @@ Two jobs that would write the same output (a scoring partition, a checkpoint, a 
 must not interleave. The first takes ``<output>/_LEASE``; a second one is refused at once
 with :class:`OutputBusy`, which names the holder (host, process, command, since when) and
 when its lease runs out. The holder renews the lease every third of ``ttl_s``; a holder
-that died (killed, node lost) stops renewing, and the next run takes the lease over once
-it has not been renewed for ``ttl_s`` seconds (at once when the holder ran on the same
-host and its process is gone), without anyone deleting anything. Expiry compares the
-holder's clock with the reader's: hosts sharing outputs need synchronised clocks (NTP).
+that died stops renewing, and the next run takes the lease over once it has not been
+renewed for ``ttl_s`` seconds (at once when the holder ran on the same host and its
+process is gone). Expiry compares the holder's clock with the reader's: hosts sharing
+outputs need synchronised clocks (NTP).
 
-Atomicity comes from the store:
-- local disks: every change happens under ``flock`` on ``<output>/_LEASE.lock`` (released
-  by the kernel when a process dies), then ``os.replace``;
-- S3 and S3-compatible stores: conditional writes, ``If-None-Match: *`` to create and
-  ``If-Match: <etag>`` to renew, take over or release (S3 since 2024, MinIO, moto).
-Other stores fall back to plain writes, which keep the refusal but not the race-freedom;
-so do S3-compatible stores that ignore the conditional headers.
+Atomicity comes from the store (:mod:`fiqa_core.cas`): ``flock`` on local disks,
+conditional writes on S3-compatible stores (probed once per bucket); any other store, or an
+S3 endpoint that ignores the conditions, is refused unless ``FIQA_UNSAFE_LEASE=1``.
 
 ``FIQA_LEASE_S`` sets ``ttl_s`` (default 60 s): the longest a dead holder blocks a rerun.
 """
@@ -24,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -34,10 +29,8 @@ import threading
 import time
 import uuid
 
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
-
 from . import storage
+from .cas import store_for
 from .errors import FiqaError, LeaseLost, OutputBusy
 
 log = logging.getLogger("fiqa.lease")
@@ -66,143 +59,6 @@ def _stamp(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="seconds")
 
 
-class _Store:
-    """Create / compare-and-swap / delete one small file. A token names a version: the
-    content's MD5 on a local disk, the object's ETag (as the store reports it) on S3."""
-
-    def __init__(self, uri: str):
-        self.uri = uri
-        self.fs, self.path = fsspec.core.url_to_fs(uri)
-        self.local = isinstance(self.fs, LocalFileSystem)
-        self.s3 = hasattr(self.fs, "call_s3")
-        parent = self.path.rsplit("/", 1)[0]
-        self.fs.makedirs(parent, exist_ok=True)
-
-    @staticmethod
-    def _md5(data: bytes) -> str:
-        return hashlib.md5(data).hexdigest()
-
-    @contextlib.contextmanager
-    def _locked(self):
-        if not self.local:
-            yield
-            return
-        import fcntl
-
-        with open(self.path + ".lock", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-
-    def _s3(self, method: str, **kwargs):
-        bucket, key, _ = self.fs.split_path(self.path)
-        return self.fs.call_s3(method, Bucket=bucket, Key=key, **kwargs)
-
-    @staticmethod
-    def _lost_race(e: BaseException) -> bool:
-        """A failed condition or a vanished object. s3fs turns a 412 into FileExistsError
-        (If-None-Match) or a plain OSError whose cause is the ClientError (If-Match)."""
-        seen = 0
-        while e is not None and seen < 4:
-            if isinstance(e, (FileExistsError, FileNotFoundError)):
-                return True
-            error = getattr(e, "response", {}).get("Error", {})
-            if str(error.get("Code", "")) in (
-                "PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409"
-            ):
-                return True
-            e, seen = e.__cause__ or e.__context__, seen + 1
-        return False
-
-    def read(self) -> tuple[bytes, str] | None:
-        """The content and its token, or None when absent."""
-        if not self.s3:
-            try:
-                data = self.fs.cat_file(self.path)
-            except FileNotFoundError:
-                return None
-            return data, self._md5(data)
-        for _ in range(5):  # the ETag before and after the read agree: one version
-            try:
-                before = self._s3("head_object")["ETag"]
-                data = self.fs.cat_file(self.path)
-                after = self._s3("head_object")["ETag"]
-            except Exception as e:
-                if self._lost_race(e):
-                    return None
-                raise
-            if before == after:
-                return data, after
-        raise OSError(f"{self.uri}: changed on every read")
-
-    def _s3_put(self, data: bytes, **condition) -> str | None:
-        try:
-            return self._s3("put_object", Body=data, **condition)["ETag"]
-        except Exception as e:
-            if self._lost_race(e):
-                return None
-            raise
-
-    def _local_if(self, expected: str | None, data: bytes | None) -> str | None:
-        """Under the lock, if the current version is ``expected`` (None: absent): write
-        ``data`` (None: delete). Returns the new token ("" once deleted), None otherwise."""
-        with self._locked():
-            current = self.read()
-            if (current[1] if current is not None else None) != expected:
-                return None
-            if data is None:
-                self.fs.rm(self.path)
-                return ""
-            tmp = f"{self.path}.{uuid.uuid4().hex}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, self.path)
-            return self._md5(data)
-
-    def create(self, data: bytes) -> str | None:
-        """Write only if absent: the new token, or None if it exists."""
-        if self.s3:
-            return self._s3_put(data, IfNoneMatch="*")
-        if not self.local:  # no atomic primitive: the refusal holds, the race does not
-            if self.fs.exists(self.path):
-                return None
-            self.fs.pipe_file(self.path, data)
-            return self._md5(data)
-        return self._local_if(None, data)
-
-    def swap(self, expected: str, data: bytes) -> str | None:
-        """Replace only if the current version is ``expected``: the new token, or None."""
-        if self.s3:
-            return self._s3_put(data, IfMatch=expected)
-        if not self.local:
-            current = self.read()
-            if current is None or current[1] != expected:
-                return None
-            self.fs.pipe_file(self.path, data)
-            return self._md5(data)
-        return self._local_if(expected, data)
-
-    def delete(self, expected: str) -> bool:
-        """Delete only if the current version is ``expected``."""
-        if self.s3:
-            try:
-                self._s3("delete_object", IfMatch=expected)
-            except Exception as e:
-                if self._lost_race(e):
-                    return False
-                raise
-            return True
-        if not self.local:
-            current = self.read()
-            if current is None or current[1] != expected:
-                return False
-            self.fs.rm(self.path)
-            return True
-        return self._local_if(expected, None) is not None
-
-
 class Lease:
     """The right to write ``output``, held while the ``with`` block runs.
 
@@ -219,7 +75,7 @@ class Lease:
         self.ttl_s = ttl_s if ttl_s is not None else default_ttl()
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.started = _now()
-        self._store: _Store | None = None
+        self._store = None
         self._token: str | None = None
         self._lock = threading.Lock()  # the token, between the renew thread and the caller
         self._last_renewed = time.monotonic()
@@ -251,7 +107,7 @@ class Lease:
         return None
 
     def acquire(self) -> Lease:
-        self._store = store = _Store(self.uri)
+        self._store = store = store_for(self.uri)
         token = store.create(self._body()) or self._ours()
         if token is None:
             current = store.read()

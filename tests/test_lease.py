@@ -115,3 +115,47 @@ def test_the_exporting_train_worker_checks_its_driver_still_holds_the_output(tmp
             _check_lease(str(tmp_path), "another-host:1:deadbeef")
     with pytest.raises(LeaseLost):  # released (or never taken): no export either
         _check_lease(str(tmp_path), lease.holder)
+
+
+def test_a_store_without_conditional_writes_is_refused_unless_opted_in(monkeypatch, caplog):
+    from fiqa_core.errors import ConfigError
+
+    out = "memory://leases/scores/date=2026-11-28"
+    monkeypatch.delenv("FIQA_UNSAFE_LEASE", raising=False)
+    with pytest.raises(ConfigError, match=r"memory:// has no conditional writes.*"
+                       r"FIQA_UNSAFE_LEASE=1 to accept the risk"):
+        Lease(out, "fiqa score").acquire()
+    monkeypatch.setenv("FIQA_UNSAFE_LEASE", "1")
+    with Lease(out, "fiqa score", ttl_s=30):
+        with pytest.raises(OutputBusy, match="fiqa score"):  # the refusal still holds
+            Lease(out, "another", ttl_s=30).acquire()
+    assert "taking the lease with plain writes" in caplog.text
+
+
+def test_an_s3_endpoint_that_ignores_conditions_is_refused(monkeypatch):
+    """What the JuiceFS S3 gateway does: every conditional PUT succeeds. The probe sees a
+    second If-None-Match: * create succeed and refuses the store."""
+    import fsspec
+
+    from fiqa_core import cas
+    from fiqa_core.errors import ConfigError
+
+    written = {}
+
+    def ignoring(self, method, key=None, **kwargs):
+        key = key or self.fs.split_path(self.path)[1]
+        if method == "put_object":
+            written[key] = kwargs["Body"]
+            return {"ETag": f'"{len(written)}"'}
+        written.pop(key, None)
+        return {}
+
+    monkeypatch.setattr(cas.S3Store, "_call", ignoring)
+    monkeypatch.setattr(fsspec.filesystem("s3").__class__, "makedirs",
+                        lambda self, path, exist_ok=False: None)
+    monkeypatch.delenv("FIQA_UNSAFE_LEASE", raising=False)
+    monkeypatch.setattr(cas, "_probed", {})
+    with pytest.raises(ConfigError, match=r"ignores conditional writes: it accepted a create "
+                       r"\(If-None-Match: \*\) over an existing object.*FIQA_UNSAFE_LEASE=1"):
+        cas.store_for("s3://gateway-bucket/scores/_LEASE")
+    assert written == {}  # the probe object was removed
