@@ -18,7 +18,6 @@ S3 endpoint that ignores the conditions, is refused unless ``FIQA_UNSAFE_LEASE=1
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -172,8 +171,12 @@ class Lease:
             self._thread.join(timeout=self.ttl_s)
         with self._lock:
             if self._store is not None and self._token is not None and not self.lost:
-                with contextlib.suppress(Exception):
+                try:
                     self._store.delete(self._token)
+                except Exception as e:  # the store is failing: the lease expires instead
+                    log.warning("%s: could not release the lease (%s); the next run takes it "
+                                "over once it expires, %.0f s after its last renewal",
+                                self.output, e, self.ttl_s)
             self._token = None
 
     def __enter__(self) -> Lease:

@@ -33,3 +33,46 @@ def ray_local():
     init_ray(None, min_cpus=2)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def seaweed():
+    """One real S3-compatible server (SeaweedFS, on 127.0.0.1) behind the fault proxy, for
+    the whole session; stopped, with its data, at the end."""
+    from tests.s3server import SeaweedS3
+
+    server = SeaweedS3()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_env(seaweed):
+    """The standard AWS environment pointed at ``seaweed`` for a module, with a Ray started
+    inside it (Ray's workers inherit the environment when Ray starts); faults cleared after.
+    Retries are cut to 3 tries so that a fault that outlasts them fails within seconds."""
+    import ray
+    import s3fs
+
+    from fiqa_core import storage
+    from tests.helpers import environment
+
+    env = {
+        "AWS_ACCESS_KEY_ID": seaweed.access_key,
+        "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
+        "AWS_DEFAULT_REGION": seaweed.region,
+        "AWS_ENDPOINT_URL": seaweed.endpoint,
+        "AWS_MAX_ATTEMPTS": "3",
+        "RAY_ADDRESS": None,
+    }
+    with environment(**env):
+        storage.configure_object_stores()
+        s3fs.S3FileSystem.clear_instance_cache()
+        ray.shutdown()
+        try:
+            yield seaweed
+        finally:
+            seaweed.faults.clear()
+            ray.shutdown()
+    storage.configure_object_stores()
+    s3fs.S3FileSystem.clear_instance_cache()

@@ -1,4 +1,4 @@
-"""Real servers for the end-to-end tests: a multi-node Ray cluster and an S3 server, on loopback."""
+"""A real multi-node Ray cluster on loopback for the end-to-end tests (S3: s3server.py)."""
 
 from __future__ import annotations
 
@@ -160,28 +160,3 @@ class LocalCluster:
                 break
             time.sleep(1)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-
-class S3Server:
-    """moto's standalone S3-compatible server, as a separate process on 127.0.0.1."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.log = tempfile.NamedTemporaryFile(prefix="moto-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        wait_for_port(self.port, timeout=60)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        os.unlink(self.log.name)

@@ -1,6 +1,7 @@
-"""A whole self-training round on a real S3-compatible server (moto's, a separate process on
-127.0.0.1), reached only through real clients (boto3, s3fs, pyarrow, Ray Data) and the
-standard environment: credentials and ``AWS_ENDPOINT_URL``. Nothing is patched in-process."""
+"""A whole self-training round, leases and two runs at once on a real S3-compatible server
+(SeaweedFS, a separate process on 127.0.0.1, with request signatures checked), reached only
+through real clients (boto3, s3fs, pyarrow, Ray Data) and the standard environment:
+credentials and ``AWS_ENDPOINT_URL``. Nothing is patched in-process."""
 
 import json
 import time
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from jobs.demo_data import write_demo_sets
-from tests.helpers import S3Server, environment
+from tests.s3server import make_bucket
 
 BUCKET = "fiqa-test"
 TINY = {
@@ -24,24 +25,8 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def s3():
-    import ray
-
-    server = S3Server()
-    try:
-        env = {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": server.endpoint,
-            "RAY_ADDRESS": None,
-        }
-        with environment(**env):
-            ray.shutdown()  # Ray's workers inherit the environment when Ray starts
-            yield server
-            ray.shutdown()
-    finally:
-        server.stop()
+def s3(s3_env):
+    return s3_env
 
 
 def upload(folder: Path, prefix: str) -> int:
@@ -66,7 +51,7 @@ def test_round_reads_and_writes_s3(s3, tmp_path):
     from fiqa_core.tables import read_labels, read_parquet
     from jobs import self_train
 
-    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    make_bucket(s3.endpoint, BUCKET)
     write_demo_sets(str(tmp_path / "demo"), labeled=40, test=12, unlabeled_a=24, unlabeled_b=24)
     (tmp_path / "demo" / "truth.csv").unlink()  # local paths: not part of the bucket's data
     assert upload(tmp_path / "demo", "demo") == 40 + 12 + 26 + 25 + 2  # + labeled/test CSVs
@@ -86,8 +71,8 @@ def test_round_reads_and_writes_s3(s3, tmp_path):
     assert self_train.main(args) == 0
 
     # read back with pyarrow's own S3 client
-    fs = pyarrow.fs.S3FileSystem(endpoint_override=s3.endpoint, access_key="testing",
-                                 secret_key="testing", region="us-east-1")
+    fs = pyarrow.fs.S3FileSystem(endpoint_override=s3.endpoint, access_key=s3.access_key,
+                                 secret_key=s3.secret_key, region=s3.region, scheme="http")
     out = f"{BUCKET}/rounds/r1"
 
     def table(folder):

@@ -55,10 +55,10 @@ def test_s3_filesystems_retry_in_botocore_only():
 
     fs = fsspec.filesystem("s3", key="k", secret="s", client_kwargs={"endpoint_url": "http://x"})
     assert isinstance(fs, s3fs.S3FileSystem) and fs.retries == 1  # s3fs's own loop: a single pass
-    assert fs.config_kwargs["retries"] == {"mode": "adaptive", "max_attempts": 8}
+    assert fs.config_kwargs["retries"] == {"mode": "standard", "total_max_attempts": 8}
     assert not fs.dircache.use_listings_cache
     via_url, _ = fsspec.core.url_to_fs("s3://bucket/key")
-    assert via_url.config_kwargs["retries"]["mode"] == "adaptive"
+    assert via_url.config_kwargs["retries"]["mode"] == "standard"
 
 
 def test_a_failed_read_is_a_status_after_one_call(flaky):

@@ -72,25 +72,23 @@ def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
             require("onnxscript")
     model = read_model_config(cfg.model)
     out = partition_uri(cfg, nightly)
-    done = _already_complete(out, cfg, model.id)
-    if done is not None:
-        return done
     prog = "fiqa score" if nightly else "fiqa pseudo-label"
-    with Lease(out, f"{prog} input={cfg.input} model={cfg.model}") as lease:
-        done = _already_complete(out, cfg, model.id)  # the run that held the lease finished
+    try:
+        done = _already_complete(out, cfg, model.id)
         if done is not None:
             return done
-        try:
-            return _run(cfg, nightly, model, out, lease)
-        except (FiqaError, LeaseLost):
-            raise
-        except Exception as e:  # the store failed beyond its retries, a worker was lost...
-            raise JobFailed(
-                f"{prog} failed before committing {out} ({type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''}). Nothing was committed and "
-                "nothing committed before was changed; run it again to resume (rows "
-                "already written are kept)."
-            ) from e
+        with Lease(out, f"{prog} input={cfg.input} model={cfg.model}") as lease:
+            done = _already_complete(out, cfg, model.id)  # the run that held it finished
+            return done if done is not None else _run(cfg, nightly, model, out, lease)
+    except (FiqaError, LeaseLost):
+        raise
+    except Exception as e:  # the store failed beyond its retries, a worker was lost...
+        raise JobFailed(
+            f"{prog} failed before committing {out} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}). Nothing was committed and nothing "
+            "committed before was changed; run it again to resume (rows already written are "
+            "kept)."
+        ) from e
 
 
 def _run(cfg: ScoreConfig, nightly: bool, model, out: str, lease) -> dict:
@@ -127,7 +125,7 @@ def _run(cfg: ScoreConfig, nightly: bool, model, out: str, lease) -> dict:
         )
         previous = None
     run_stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    planned = plan(listing, out, previous, model.id)
+    planned = plan(listing, out, previous, model.id, cfg.buckets)
     print(f"fiqa: planned what to score and reuse ({time.time() - t0:.0f} s)", flush=True)
     to_score = planned.filter(expr=col("action") == "score")
     reused = planned.filter(expr=col("action") == "reuse").map_batches(
@@ -154,7 +152,7 @@ def _run(cfg: ScoreConfig, nightly: bool, model, out: str, lease) -> dict:
     summary = summarise(out)
     if summary["rows"] != images:  # an image's rows twice, or rows of files not listed
         lease.check()  # still ours: repair rewrites files
-        repaired = repair(listing, out)
+        repaired = repair(listing, out, cfg.buckets)
         if repaired["duplicates"]:
             log.warning("%s: removed %d duplicate row(s) (one row per image kept)", out,
                         repaired["duplicates"])
