@@ -7,8 +7,9 @@ change returns the new token, or None (False) when its condition did not hold.
   (released by the kernel when a process dies), then ``os.replace``.
 - :class:`S3Store`: S3-compatible stores; ``If-None-Match: *`` to create, ``If-Match:
   <etag>`` to swap and delete (AWS S3 since 2024, MinIO, SeaweedFS). Each bucket is probed
-  once per process: a store that ignores the headers (some gateways accept every
-  conditional write) is refused.
+  once per process: a store that ignores the PUT conditions (some gateways accept every
+  conditional write) is refused; where DELETE ignores ``If-Match``, a delete compares the
+  version first.
 - :class:`PlainStore`: any other store, only when ``FIQA_UNSAFE_LEASE=1``: a check, then a
   plain write. A second run is still refused; two started at the same moment may both win.
 """
@@ -24,11 +25,13 @@ import uuid
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from . import storage
 from .errors import ConfigError
 
 log = logging.getLogger("fiqa.lease")
 UNSAFE = "FIQA_UNSAFE_LEASE"
 _probed: dict[tuple, str | None] = {}  # (endpoint, bucket) -> why conditions fail, or None
+_exact_deletes: dict[tuple, bool] = {}  # (endpoint, bucket) -> DELETE honours If-Match
 
 
 def _md5(data: bytes) -> str:
@@ -142,22 +145,29 @@ class S3Store(Store):
         answer = self._conditional("put_object", Body=data, IfMatch=expected)
         return answer and answer["ETag"]
 
+    exact_deletes = True  # set by the probe: False where DELETE ignores If-Match
+
     def delete(self, expected):
+        if not self.exact_deletes:  # compare first: the window is one round trip
+            current = self.read()
+            if current is None or current[1] != expected:
+                return False
         return self._conditional("delete_object", IfMatch=expected) is not None
 
     def why_not_conditional(self) -> str | None:
         """Write a probe object beside the lease, once per bucket and process: None when
         the store refuses a second create and a stale swap, else what it did instead."""
         bucket = self.fs.split_path(self.path)[0]
-        where = (self.fs.client_kwargs.get("endpoint_url") or os.environ.get(
-            "AWS_ENDPOINT_URL") or "aws", bucket)
+        where = (endpoint(self.fs), bucket)
         if where not in _probed:
             probe = f"{self.fs.split_path(self.path)[1]}.probe-{uuid.uuid4().hex[:8]}"
             try:
                 if self._conditional("put_object", probe, Body=b"1", IfNoneMatch="*") is None:
                     raise OSError(f"{bucket}/{probe}: exists although its name is new")
                 again = self._conditional("put_object", probe, Body=b"2", IfNoneMatch="*")
-                stale = self._conditional("put_object", probe, Body=b"3", IfMatch=f'"{"0" * 32}"')
+                wrong = f'"{"0" * 32}"'
+                stale = self._conditional("put_object", probe, Body=b"3", IfMatch=wrong)
+                gone = self._conditional("delete_object", probe, IfMatch=wrong)
             except Exception as e:
                 code = getattr(e, "response", {}).get("Error", {}).get("Code")
                 if code not in ("NotImplemented", "InvalidArgument", "InvalidRequest",
@@ -169,9 +179,11 @@ class S3Store(Store):
                     "it accepted a create (If-None-Match: *) over an existing object"
                     if again is not None else
                     "it accepted a write with a wrong If-Match" if stale is not None else None)
+                _exact_deletes[where] = gone is None
             finally:
                 with contextlib.suppress(Exception):
                     self._call("delete_object", probe)
+        self.exact_deletes = _exact_deletes.get(where, True)
         return _probed[where]
 
 
@@ -180,7 +192,7 @@ class PlainStore(Store):
     A second run is refused; two that start at the same moment may both proceed."""
 
     def create(self, data):
-        if self.fs.exists(self.path):
+        if storage.exists(self.fs.unstrip_protocol(self.path)):  # errors raise, not "absent"
             return None
         self.fs.pipe_file(self.path, data)
         return _md5(data)
@@ -200,6 +212,12 @@ class PlainStore(Store):
         return True
 
 
+def endpoint(fs) -> str:
+    """The S3 endpoint an s3fs filesystem talks to, as set (else AWS's own)."""
+    return (fs.client_kwargs.get("endpoint_url") or getattr(fs, "endpoint_url", None)
+            or os.environ.get("AWS_ENDPOINT_URL") or "of AWS")
+
+
 def store_for(uri: str) -> Store:
     """The store class for ``uri``'s kind; refuses one that cannot be race-free."""
     fs, path = fsspec.core.url_to_fs(uri)
@@ -214,8 +232,7 @@ def store_for(uri: str) -> Store:
         reason = store.why_not_conditional()
         if reason is None:
             return store
-        why = f"the S3 endpoint {fs.client_kwargs.get('endpoint_url') or 'of AWS'} ignores " \
-              f"conditional writes: {reason}"
+        why = f"the S3 endpoint {endpoint(fs)} ignores conditional writes: {reason}"
     if unsafe:
         log.warning("%s: %s; taking the lease with plain writes (%s=1)", uri, why, UNSAFE)
         return PlainStore(fs, path)

@@ -12,6 +12,7 @@ adds a client-wide rate limiter: after one SlowDown every request of the process
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import uuid
@@ -47,9 +48,31 @@ def join(base: str, *parts: str) -> str:
     return "/".join([str(base).rstrip("/"), *(p.strip("/") for p in parts)])
 
 
+BODY_TRIES = 3  # a response cut off mid-body: botocore retries only until the headers
+
+
 def read_bytes(uri: str) -> bytes:
+    """A whole object. The store's client retries failed requests; a response that breaks
+    off after its headers (which botocore cannot retry) is read again, up to 3 times."""
     fs, path = fsspec.core.url_to_fs(str(uri))
-    return fs.cat_file(path)
+    for attempt in range(BODY_TRIES):
+        try:
+            return fs.cat_file(path)
+        except Exception as e:
+            if attempt + 1 == BODY_TRIES or not _cut_off(e):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _cut_off(e: BaseException) -> bool:
+    """Whether an error is a response body that broke off (not a refused request)."""
+    names = {"ClientPayloadError", "IncompleteRead", "IncompleteReadError",
+             "ResponseStreamingError", "ContentLengthError"}
+    while e is not None:
+        if type(e).__name__ in names:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def write_bytes(uri: str, data: bytes) -> None:
@@ -78,11 +101,12 @@ def exists(uri: str) -> bool:
     timeout, a refused connection) raises, so a store that fails never makes a committed
     file look absent."""
     fs, path = fsspec.core.url_to_fs(str(uri))
-    if isinstance(fs, LocalFileSystem):
-        return os.path.exists(path)
     try:
-        fs.info(path)
-    except FileNotFoundError:
+        if isinstance(fs, LocalFileSystem):
+            os.stat(path)  # os.path.exists answers False on EACCES, EIO, ESTALE too
+        else:
+            fs.info(path)
+    except (FileNotFoundError, NotADirectoryError):
         return False
     return True
 
@@ -133,7 +157,7 @@ class ParquetOutput(io.RawIOBase):
     def __init__(self, fs, path: str):
         super().__init__()
         self.fs, self.path, self.size = fs, path, 0
-        self.head, self.tail = b"", b""
+        self.head, self.tail, self.failed = b"", b"", False
         self.local = isinstance(fs, LocalFileSystem)
         if self.local:
             folder, name = os.path.split(path)
@@ -148,10 +172,14 @@ class ParquetOutput(io.RawIOBase):
 
     def write(self, data) -> int:
         data = bytes(data)
+        try:
+            self.f.write(data)
+        except BaseException:
+            self.failed = True  # whatever follows, this file is not published
+            raise
         if len(self.head) < 4:
             self.head = (self.head + data)[:4]
         self.tail = (self.tail + data)[-8:]
-        self.f.write(data)
         self.size += len(data)
         return len(data)
 
@@ -161,19 +189,23 @@ class ParquetOutput(io.RawIOBase):
     def close(self) -> None:
         if self.closed:
             return
-        whole = parquet_tail_ok(self.size, self.head, self.tail)
+        whole = not self.failed and parquet_tail_ok(self.size, self.head, self.tail)
         try:
             if self.local:
-                self.f.close()
-                if whole:
-                    os.replace(self.tmp, self.path)
-                else:
-                    os.unlink(self.tmp)
+                try:
+                    self.f.close()
+                    if whole:
+                        os.replace(self.tmp, self.path)
+                finally:
+                    if os.path.exists(self.tmp):  # not published: never left behind
+                        os.unlink(self.tmp)
             elif whole:
                 self.f.close()
             else:
                 if hasattr(self.f, "discard"):  # buffered uploads (s3fs, gcsfs): aborted
                     self.f.discard()
+                    with contextlib.suppress(AttributeError):  # not written at exit again
+                        self.f.closed = True
                 else:
                     self.f.close()
                 if self.fs.exists(self.path):  # a store that published it anyway
@@ -181,8 +213,8 @@ class ParquetOutput(io.RawIOBase):
         finally:
             super().close()
         if not whole:
-            raise OSError(f"{self.path}: not a whole Parquet file ({self.size} bytes written); "
-                          "not published")
+            raise OSError(f"{self.path}: not a whole Parquet file ({self.size} bytes written"
+                          f"{', a write failed' if self.failed else ''}); not published")
 
 
 def is_temporary(path: str) -> bool:

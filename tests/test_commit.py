@@ -72,6 +72,20 @@ def test_a_damaged_night_is_reported_not_reused_and_left_as_it_is(tmp_path, chec
     assert fourth["previous_damaged"][0]["size_differs"][0]["name"] == (
         one.relative_to(out / f"date={nights[2]}").as_posix())
 
+    # a file this run did not write in its own partition: no commit that fails its check
+    (out / "date=2026-11-24").mkdir()
+    (out / "date=2026-11-24" / "notes.txt").write_text("mine")
+    code = cli_main(["score", f"input={lake}", f"model={checkpoint}", f"output={out}",
+                     "run_date=2026-11-24", "buckets=8", "precision=fp32"])
+    assert code == 2 and "holds files this run did not write (notes.txt)" in (
+        capsys.readouterr().out)
+    assert not (out / "date=2026-11-24" / "_SUCCESS").exists()
+
+    # one kind of run per output: a pseudo-label run into a nightly output is refused
+    assert cli_main(["pseudo-label", f"input={lake}", f"model={checkpoint}",
+                     f"output={out}"]) == 2
+    assert "holds fiqa score's date= partitions" in capsys.readouterr().out
+
 
 def test_a_success_from_an_earlier_fiqa_is_checked_by_its_counts(tmp_path, checkpoint,  # noqa: F811
                                                                  ray_local):
@@ -90,3 +104,11 @@ def test_a_success_from_an_earlier_fiqa_is_checked_by_its_counts(tmp_path, check
     assert second["reused"] == 12
     shutil.copy(next(part.rglob("*.parquet")), part / "copy.parquet")
     assert "counts" in verify(str(part))
+
+    # a _SUCCESS that is not JSON is damage, reported, never a crash
+    (part / "_SUCCESS").write_text("{trunc")
+    assert verify(str(part)) == {"marker": "_SUCCESS cannot be read (Expecting property name "
+                                           "enclosed in double quotes: line 1 column 2 (char 1))"}
+    # and a nightly run into a pseudo-label output (a _SUCCESS at its root) is refused
+    assert cli_main(["score", f"input={lake}", f"model={checkpoint}",
+                     f"output={part}"]) == 2

@@ -128,3 +128,50 @@ def test_ray_writes_go_through_the_publishing_filesystem(tmp_path):
                    for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert files == ["bucket=0/part-0.parquet", "bucket=1/part-0.parquet"]
     assert pq.read_table(tmp_path / "out" / "bucket=1" / "part-0.parquet").num_rows == 5
+
+
+def test_a_failed_write_is_never_published(tmp_path):
+    """The footer's write fails (a full disk) but closing works: still not published."""
+    whole = _parquet_bytes(50)
+    fs, path = fsspec.core.url_to_fs(str(tmp_path / "part.parquet"))
+    out = storage.ParquetOutput(fs, path)
+    real = out.f
+
+    class FullDisk:
+        def write(self, data):
+            if len(data) < 100:  # the last, short write: the footer
+                raise OSError(28, "No space left on device")
+            return real.write(data)
+
+        def close(self):
+            real.close()
+
+    out.f = FullDisk()
+    out.write(whole[:-20])
+    with pytest.raises(OSError, match="No space"):
+        out.write(whole[-20:])
+    with pytest.raises(OSError, match="a write failed.*not published"):
+        out.close()
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
+
+
+def test_a_response_cut_off_mid_body_is_read_again(flaky):
+    """botocore retries a request until its headers arrive; a body that breaks off after
+    them is read again here (and only that: other errors are the client's to retry)."""
+
+    class ClientPayloadError(Exception):  # aiohttp's name for a body cut short
+        pass
+
+    def cut(self, path):
+        n = self.calls.get(path, 0)
+        self.calls[path] = n + 1
+        if n < self.failures:
+            raise OSError("read failed") from ClientPayloadError("received 100 of 5 bytes")
+
+    flaky._fail = cut
+    flaky.failures = 2
+    assert storage.read_object("flaky:///lake/a.jpg") == (b"bytes", "ok", None)
+    assert flaky.calls["/lake/a.jpg"] == 3
+    flaky.calls, flaky.failures = {}, 3
+    assert storage.read_object("flaky:///lake/a.jpg")[1] == "read_error"
+    assert flaky.calls["/lake/a.jpg"] == storage.BODY_TRIES

@@ -23,20 +23,33 @@ NOT_DATA = (MARKER, "_LEASE")  # names (and prefixes) in a partition that are no
 
 
 def data_files(partition: str) -> dict[str, int]:
-    """Every file of a partition that is not bookkeeping: relative name -> size."""
+    """Every file of a partition that is not bookkeeping: relative name -> size. A
+    partition is its root's own files and its ``bucket=`` folders; other folders (the
+    ``date=`` partitions of an output that is also a pseudo-label output) are not its own."""
     fs, root = fsspec.core.url_to_fs(partition)
     root = root.rstrip("/")
     if not fs.exists(root):
         return {}
     found = {}
-    for path, info in fs.find(root, detail=True).items():
-        name = path[len(root):].lstrip("/")
-        if info.get("type", "file") != "file" or not name or name.endswith("/"):
-            continue
-        if name.rsplit("/", 1)[-1].startswith(NOT_DATA):
-            continue
-        found[name] = int(info.get("size") or 0)
+    for entry in fs.ls(root, detail=True):
+        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        if entry.get("type") == "directory":
+            if name.startswith("bucket="):
+                for path, info in fs.find(entry["name"], detail=True).items():
+                    rel = path[len(root):].lstrip("/")
+                    if info.get("type", "file") == "file" and rel and not rel.endswith("/"):
+                        found[rel] = int(info.get("size") or 0)
+        elif name and not name.startswith(NOT_DATA):
+            found[name] = int(entry.get("size") or 0)
     return found
+
+
+def parquet_files(partition: str) -> list[str]:
+    """The partition's Parquet files (in its ``bucket=`` folders), as paths on its
+    filesystem, sorted."""
+    fs, root = fsspec.core.url_to_fs(partition)
+    return sorted(f"{root.rstrip('/')}/{n}" for n in data_files(partition)
+                  if n.startswith("bucket=") and n.endswith(".parquet"))
 
 
 def manifest(partition: str, rows: dict[str, int]) -> list[dict]:
@@ -61,7 +74,10 @@ def verify(partition: str, rows: bool = False) -> dict:
 
     A ``_SUCCESS`` from before fiqa listed files is checked by its file and row counts.
     """
-    summary = read_marker(partition)
+    try:
+        summary = read_marker(partition)
+    except ValueError as e:  # not JSON: damaged like a missing file, never a crash
+        return {"marker": f"{MARKER} cannot be read ({e})"}
     found = data_files(partition)
     listed = summary.get("manifest")
     if listed is None:  # written by an earlier fiqa: counts only

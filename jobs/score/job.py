@@ -16,7 +16,7 @@ from fiqa_core.scoring import is_onnx_file, resolve_engine
 from jobs import faults
 from jobs.cli import JobFailed, overrides_of, run_job, settings_parser
 
-from .commit import MARKER, manifest, previous_partition
+from .commit import MARKER, data_files, dates, manifest, previous_partition
 from .config import ScoreConfig, check, partition_uri
 from .listing import col, list_images
 from .pipeline import FAULT_MARKER, score_stages
@@ -56,6 +56,25 @@ def _already_complete(out: str, cfg: ScoreConfig, model_id: str) -> dict | None:
     )
 
 
+def _check_output_kind(output: str, nightly: bool) -> None:
+    """One kind of run per output: a nightly output's root holds only ``date=`` partitions,
+    a pseudo-label output is one partition. Mixing them would make each kind's partition
+    hold the other's files."""
+    from .planning import has_rows
+
+    if nightly and (storage.exists(storage.join(output, MARKER)) or has_rows(output)):
+        raise ConfigError(
+            f"{output} holds a fiqa pseudo-label output (a {MARKER} or bucket= folders at "
+            "its root); fiqa score writes date= partitions below its output: use another "
+            "output"
+        )
+    if not nightly and dates(output):
+        raise ConfigError(
+            f"{output} holds fiqa score's date= partitions; fiqa pseudo-label writes one "
+            "partition at its output: use another output"
+        )
+
+
 def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
     """Score every image under ``cfg.input``; returns the ``_SUCCESS`` summary.
 
@@ -74,6 +93,7 @@ def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
     out = partition_uri(cfg, nightly)
     prog = "fiqa score" if nightly else "fiqa pseudo-label"
     try:
+        _check_output_kind(cfg.output, nightly)
         done = _already_complete(out, cfg, model.id)
         if done is not None:
             return done
@@ -182,9 +202,19 @@ def _run(cfg: ScoreConfig, nightly: bool, model, out: str, lease) -> dict:
             f"{out}: {summary['rows']} rows for {images} images after repair; the partition "
             "holds rows this run cannot account for. Move it aside and run again."
         )
+    remove_temporaries(out)  # a write task lost mid-write and redone by Ray leaves one
     summary["manifest"] = manifest(out, summary.pop("rows_by_file"))
+    foreign = sorted(set(data_files(out)) - {f["name"] for f in summary["manifest"]})
+    if foreign:  # the commit must pass its own check (fiqa verify)
+        raise InputError(
+            f"{out} holds files this run did not write ({', '.join(foreign[:3])}): nothing "
+            "was committed. Move them out of the partition and run again"
+        )
     lease.check()  # never commit over a run that took the output over
     storage.write_bytes(storage.join(out, MARKER), json.dumps(summary, indent=2).encode())
-    storage.remove(storage.join(cfg.output, FAULT_MARKER))
+    try:
+        storage.remove(storage.join(cfg.output, FAULT_MARKER))
+    except OSError as e:  # committed already: a leftover test marker is not a failure
+        log.warning("could not remove %s (%s)", FAULT_MARKER, e)
     print(final_line(summary, out, MARKER))
     return summary

@@ -23,7 +23,8 @@ from fiqa_core import storage
 from fiqa_core.errors import InputError
 from fiqa_core.tables import parquet_files
 
-from .commit import MARKER
+from .commit import MARKER, data_files
+from .commit import parquet_files as partition_files
 from .schema import CARRIED, FACTS, OUTPUT_SCHEMA, PLAN_SCHEMA, arrow
 
 log = logging.getLogger("fiqa.score")
@@ -71,9 +72,9 @@ def check_models(out: str, model_id: str) -> None:
         return
     import pyarrow.compute as pc
 
-    fs, root = fsspec.core.url_to_fs(out)
+    fs, _ = fsspec.core.url_to_fs(out)
     models: set[str] = set()
-    for f in parquet_files(fs, root):
+    for f in partition_files(out):
         column = read_file(fs, f, ["model"], own=True, remove=False)
         if column is not None:  # None: a partial file, which planning removes
             models.update(m for m in pc.unique(column.column("model")).to_pylist() if m)
@@ -152,10 +153,10 @@ def read_file(fs, path: str, columns, own: bool, remove: bool = True) -> pa.Tabl
     except pa.ArrowInvalid as e:
         if not own or not is_partial(fs, path):
             raise InputError(
-                f"{path} cannot be read ({e}) although it ends as a whole Parquet file "
-                "does. Nothing was changed. If the store was failing, run again; if the "
-                "file was damaged after it was written, move its partition aside (or "
-                "restore the file) and run again"
+                f"{path} cannot be read ({e}), yet its footer is in place, so it is not "
+                "a file cut short by a write. Nothing was changed. The file was damaged "
+                "after it was written: restore it, or move its partition aside, and run "
+                "again"
             ) from e
         if remove:
             log.warning("removing %s: a Parquet file cut short by an interrupted write (%s); "
@@ -177,13 +178,11 @@ def is_partial(fs, path: str) -> bool:
 
 def remove_temporaries(out: str) -> int:
     """Remove what interrupted local writes left in the run's own partition (hidden
-    ``.<name>.parquet.<id>.tmp`` files, never published under their names); the count."""
-    fs, root = fsspec.core.url_to_fs(out)
-    if not fs.exists(root):
-        return 0
-    left = [p for p in fs.find(root) if storage.is_temporary(p)]
-    for p in left:
-        fs.rm(p)
+    ``.<name>.parquet.<id>.tmp`` files in its ``bucket=`` folders, never published under
+    their names); the count."""
+    left = [n for n in data_files(out) if storage.is_temporary(n)]
+    for n in left:
+        storage.remove(storage.join(out, n))
     return len(left)
 
 

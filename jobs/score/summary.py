@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
-from fiqa_core.tables import parquet_files
+from .commit import parquet_files
 
 
 def summarise(partition: str) -> dict:
@@ -17,7 +17,7 @@ def summarise(partition: str) -> dict:
     fs, root = fsspec.core.url_to_fs(partition)
     by_status: dict[str, int] = {}
     rows = reused = 0
-    files = parquet_files(fs, root)
+    files = parquet_files(partition)
     per_file = {}
     for f in files:
         t = pq.read_table(f, filesystem=fs, columns=["status", "reused"])
