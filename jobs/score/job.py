@@ -104,11 +104,22 @@ def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
         raise
     except Exception as e:  # the store failed beyond its retries, a worker was lost...
         raise JobFailed(
-            f"{prog} failed before committing {out} ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}). Nothing was committed and nothing "
-            "committed before was changed; run it again to resume (rows already written are "
-            "kept)."
+            f"{prog} failed before committing {out} ({_reason(e)}). Nothing was committed "
+            "and nothing committed before was changed; run it again to resume (rows already "
+            "written are kept)."
         ) from e
+
+
+def _reason(e: BaseException) -> str:
+    """The line that says what went wrong: a Ray error's text ends with the original
+    exception's ``Type: message`` line, after the remote traceback."""
+    import re
+
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines()]
+    lines = [ln for ln in lines if ln]
+    if len(lines) == 1:
+        return f"{type(e).__name__}: {lines[0]}"
+    return lines[-1] if lines else type(e).__name__
 
 
 def _run(cfg: ScoreConfig, nightly: bool, model, out: str, lease) -> dict:
