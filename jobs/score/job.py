@@ -111,15 +111,16 @@ def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
 
 
 def _reason(e: BaseException) -> str:
-    """The line that says what went wrong: a Ray error's text ends with the original
-    exception's ``Type: message`` line, after the remote traceback."""
+    """The line that says what went wrong: the last ``Type: message`` line of the error's
+    text (a Ray error holds the remote traceback, then Ray Data's advice)."""
     import re
 
     lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines()]
     lines = [ln for ln in lines if ln]
     if len(lines) == 1:
         return f"{type(e).__name__}: {lines[0]}"
-    return lines[-1] if lines else type(e).__name__
+    errors = [ln for ln in lines if re.match(r"^[\w.]*(Error|Exception|Lost)\b[^:]*: ", ln)]
+    return (errors or lines or [type(e).__name__])[-1]  # Ray Data adds advice after it
 
 
 def _run(cfg: ScoreConfig, nightly: bool, model, out: str, lease) -> dict:
