@@ -360,7 +360,7 @@ def main() -> None:
             print(f"model only, torch bf16, batch {args.batch}, {cores} single-threaded "
                   f"processes side by side: {rates[('bf16', 'procs')]:.1f} images/s", flush=True)
         if "onnx" in args.engines and device == "cuda":
-            from fiqa_core.onnx_engine import cuda_available
+            from fiqa_core.engines.onnx_engine import cuda_available
 
             if not cuda_available():
                 print("no onnx engine figures: this onnxruntime has no CUDA provider", flush=True)

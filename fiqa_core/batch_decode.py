@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     import torch
 
 _EXIF_ORIENTATION = 0x0112
-DEFERRED = "deferred"  # inside the scoring pipeline only: decode in the scoring actor
 
 
 MAX_ASPECT = 4.0  # longer strips resize to more than 4 S^2 pixels: the PIL path crops first

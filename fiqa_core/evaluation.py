@@ -51,7 +51,7 @@ def evaluate_checkpoint(
         (srcc, plcc, krcc, rmse after the logistic fit, challenge, rmse_calibrated, counts)
         and ``cost`` (params, gmacs at the model's input size, and the challenge limit check).
     """
-    from .scorer import Scorer
+    from .engines.torch_engine import Scorer
 
     table = read_labels(labels, images_root)
     scorer = Scorer.from_checkpoint(model, device=device)

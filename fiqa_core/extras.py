@@ -37,3 +37,10 @@ def installed_version(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
+
+
+def named(ref: str):
+    """The object a ``module:attribute`` name refers to, its module imported now: how
+    presets, engines and the round's stages name code they import only when used."""
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)

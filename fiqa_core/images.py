@@ -240,13 +240,6 @@ def stack_decoded(decoded, size: int) -> dict[str, np.ndarray]:
     }
 
 
-def __getattr__(name: str):
-    if name == "normalize_batch":  # moved to fiqa_core.scorer (torch); this name still works
-        from .scorer import normalize_batch
-
-        return normalize_batch
-    raise AttributeError(f"module 'fiqa_core.images' has no attribute {name!r}")
-
 
 def decode_resized(
     data: bytes | np.ndarray | Image.Image,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# how a model's arithmetic may run (fiqa_core.scorer.resolve_precision says what auto means)
+# how a model's arithmetic may run (fiqa_core.engines.torch_engine.resolve_precision: auto)
 PRECISIONS = ("auto", "fp32", "bf16")
 
 

@@ -8,11 +8,11 @@ costs no torch.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
+from .extras import named
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 
@@ -48,8 +48,7 @@ class Preset:
         """The untrained (or ImageNet-initialised) model; imports torch and the builder."""
         if callable(self.builder):
             return self.builder(pretrained)
-        module, _, attr = self.builder.partition(":")
-        return getattr(importlib.import_module(module), attr)(pretrained)
+        return named(self.builder)(pretrained)
 
 
 _PRESETS: dict[str, Preset] = {}

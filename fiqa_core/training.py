@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .engines.torch_engine import autocast, model_inputs
 from .losses import quality_loss
 from .preprocessing import Preprocessing
-from .scorer import autocast, model_inputs
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:

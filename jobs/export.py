@@ -45,7 +45,7 @@ def run(cfg: ExportConfig) -> dict:
     for module in ("onnxscript", "onnxruntime"):
         require(module)
     read_checkpoint_config(cfg.model)  # not ours: a clear error before torch loads
-    from fiqa_core.onnx_export import ExportMismatch, export_onnx
+    from fiqa_core.engines.onnx_export import ExportMismatch, export_onnx
     from jobs.cli import JobFailed
 
     t0 = time.time()

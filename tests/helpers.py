@@ -160,3 +160,19 @@ class LocalCluster:
                 break
             time.sleep(1)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def decoded_rows(decoded) -> dict:
+    """A batch as the decode stage hands it to a scoring actor, from prepared images."""
+    import numpy as np
+
+    n = len(decoded)
+    column = lambda values: np.array(values, dtype=object)  # noqa: E731
+    return {
+        "path": column([f"p{i}" for i in range(n)]), "size": np.ones(n, np.int64),
+        "mtime": np.zeros(n), "etag": column([None] * n), "bucket": np.zeros(n, np.int64),
+        "pixels": column([d.image.tobytes() if d.ok else b"" for d in decoded]),
+        "encoded": column([b""] * n), "status": column([d.status for d in decoded]),
+        "error": column([d.error for d in decoded]), "width": column([d.width for d in decoded]),
+        "height": column([d.height for d in decoded]),
+    }

@@ -79,9 +79,11 @@ def test_scores_agree_with_the_pil_path(photos):
 
 
 def test_decode_tasks_defer_only_plain_jpegs(tmp_path, photos):
+    """A deferred JPEG travels on as its bytes alone, a prepared image as its S x S x 3
+    bytes, and the read stage's bytes go no further."""
     import pandas as pd
 
-    from jobs.score.pipeline import decode_batch
+    from jobs.score.pipeline import decode_batch, read_batch
 
     zoo = imagegen.zoo(photos[1][:60, :60])
     strip = imagegen.encode(np.zeros((200, 20, 3), np.uint8), "JPEG", quality=90)
@@ -89,11 +91,16 @@ def test_decode_tasks_defer_only_plain_jpegs(tmp_path, photos):
              "rotated.jpg": zoo["exif_rotated_jpeg"][0], "strip.jpg": strip}
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
-    batch = pd.DataFrame({"path": [str(tmp_path / n) for n in files], "size": 0, "mtime": 0.0,
-                          "etag": None, "bucket": 0})
-    out = decode_batch(batch, 32, draft=False, max_pixels=10**8, threads=2, defer_jpeg=True)
-    assert list(out["status"]) == ["deferred", "ok", "ok", "ok"]  # strip: too long for it
+    batch = pd.DataFrame({"path": [str(tmp_path / n) for n in [*files, "gone.jpg"]],
+                          "size": 0, "mtime": 0.0, "etag": None, "bucket": 0})
+    read = read_batch(batch, threads=2).to_pandas()
+    assert list(read["encoded"][:4]) == list(files.values()) and read["status"][4] == "missing"
+    out = decode_batch(read, 32, draft=False, max_pixels=10**8, defer_jpeg=True).to_pydict()
+    # strip: too long for it; gone.jpg: its read's status
+    assert out["status"] == ["deferred", "ok", "ok", "ok", "missing"]
     assert out["encoded"][0] == files["plain.jpg"] and set(out["encoded"][1:]) == {b""}
-    assert not out["pixels"][0].any() and out["pixels"][1].any()
-    plain = decode_batch(batch, 32, draft=False, max_pixels=10**8, threads=2)
-    assert "encoded" not in plain and list(plain["status"]) == ["ok"] * 4
+    assert out["pixels"][0] == b"" == out["pixels"][4]  # no pixel block where none is needed
+    assert {len(p) for p in out["pixels"][1:4]} == {32 * 32 * 3}
+    plain = decode_batch(read, 32, draft=False, max_pixels=10**8).to_pydict()
+    assert set(plain["encoded"]) == {b""} and plain["status"] == ["ok"] * 4 + ["missing"]
+    assert plain["pixels"][1:4] == out["pixels"][1:4]

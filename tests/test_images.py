@@ -3,13 +3,13 @@ import pytest
 from PIL import Image
 from torchvision import transforms as T
 
+from fiqa_core.engines.torch_engine import normalize_batch
 from fiqa_core.images import (
     STATUSES,
     decode_image,
     prepare_image,
     resize_crop,
 )
-from fiqa_core.scorer import normalize_batch
 from tests import imagegen
 
 

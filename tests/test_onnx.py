@@ -245,7 +245,7 @@ def test_bad_input_is_a_clear_error(checkpoint, exported, tmp_path, capsys):
 
 def test_an_export_that_fails_its_check_writes_nothing(checkpoint, tmp_path, capsys,
                                                        monkeypatch):
-    from fiqa_core import onnx_export
+    from fiqa_core.engines import onnx_export
 
     monkeypatch.setattr(onnx_export, "PARITY_LIMIT", -1.0)  # every export fails its check
     out = tmp_path / "m.onnx"
@@ -256,7 +256,7 @@ def test_an_export_that_fails_its_check_writes_nothing(checkpoint, tmp_path, cap
 
 
 def test_exporting_again_replaces_the_file_and_its_sidecar(checkpoint, tmp_path, monkeypatch):
-    from fiqa_core import onnx_export
+    from fiqa_core.engines import onnx_export
 
     out = tmp_path / "m.onnx"
     first = export_onnx(checkpoint, str(out), opset=18)
@@ -359,7 +359,7 @@ def test_the_onnx_engine_on_a_gpu_cluster_without_onnxruntime_gpu(
         tmp_path, exported, ray_local, monkeypatch, caplog):
     """The driver's onnxruntime has no CUDA provider: an unset use_gpu scores on the CPUs
     and says so; use_gpu=true is refused before any work."""
-    from fiqa_core import onnx_engine
+    from fiqa_core.engines import onnx_engine
     from jobs import ray_env
     from jobs import score as score_job
     from tests.test_score import cfg, make_lake

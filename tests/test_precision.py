@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from fiqa_core import Calibration, Scorer, create_model
+from fiqa_core.engines.torch_engine import cpu_has_native_bf16, resolve_precision
 from fiqa_core.errors import ConfigError
 from fiqa_core.metrics import srcc
-from fiqa_core.scorer import cpu_has_native_bf16, resolve_precision
 
 
 def photo_crops(photos, n=96, seed=0):
@@ -24,7 +24,7 @@ def photo_crops(photos, n=96, seed=0):
 
 
 def test_auto_takes_bf16_only_where_it_is_native(monkeypatch):
-    from fiqa_core import scorer
+    from fiqa_core.engines import torch_engine as scorer
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_precision("auto", cuda) == ("bf16", "auto: a CUDA GPU")
@@ -65,21 +65,25 @@ def test_bf16_scores_rank_like_fp32_on_real_photographs(photos, size):
 
 
 def test_the_scoring_actor_scores_in_the_precision_it_is_given(tmp_path, photos):
-    from fiqa_core import save_checkpoint
-    from fiqa_core.images import prepare_image, stack_decoded
-    from jobs.score.pipeline import ScoreActor
+    from fiqa_core import read_checkpoint_config, save_checkpoint
+    from fiqa_core.images import prepare_image
+    from jobs.score.actor import ScoreActor
+    from jobs.score.pipeline import stack_pixels
+    from tests.helpers import decoded_rows
 
     torch.manual_seed(0)
     save_checkpoint(create_model("student-edgenext-xxs", image_size=64), str(tmp_path / "m"))
+    model_id = read_checkpoint_config(str(tmp_path / "m")).id
     crops = photo_crops(photos, n=8)
-    batch = stack_decoded([prepare_image(c, 64) for c in crops], 64)
-    batch.update(path=np.array([f"p{i}" for i in range(8)], dtype=object), size=np.ones(8),
-                 mtime=np.zeros(8), etag=np.array([""] * 8), bucket=np.zeros(8, np.int64))
+    batch = decoded_rows([prepare_image(c, 64) for c in crops])
     rows = {}
     for precision in ("fp32", "bf16"):
-        actor = ScoreActor(str(tmp_path / "m"), "cpu", 8, "now", precision=precision)
+        options = {"device": "cpu", "batch_size": 8, "precision": precision}
+        actor = ScoreActor("fiqa_core.engines.torch_engine:load", str(tmp_path / "m"), options,
+                           model_id, "pl-test", "now")
         assert actor.scorer.precision == precision
-        want = actor.scorer.score_prepared(batch["pixels"], batch["status"])["raw_score"]
-        rows[precision] = actor(batch).column("raw_score").to_numpy()
+        want = actor.scorer.score_prepared(stack_pixels(batch["pixels"], 64),
+                                           batch["status"])["raw_score"]
+        rows[precision] = actor(dict(batch)).column("raw_score").to_numpy()
         np.testing.assert_array_equal(rows[precision], want)
     assert not np.array_equal(rows["fp32"], rows["bf16"])  # really a different arithmetic

@@ -217,19 +217,22 @@ def test_bad_configuration(tmp_path, checkpoint):
 
 
 def test_decoding_runs_in_its_own_tasks_not_fused_into_the_scorers(ray_local, checkpoint, capsys):
-    """Decode tasks stay a separate operator (on every CPU), through supported remote args."""
+    """Read and decode fuse into one task operator (the bytes never enter the object
+    store), which is not fused into the scorers (decoding runs on every CPU)."""
     import ray
 
-    from jobs.score.pipeline import decode_task_memory, score_stages
+    from fiqa_core.engines import preflight
+    from jobs.score.pipeline import decode_task_memory
+    from jobs.score.stages import Context, build
 
     c = cfg(input="unused/", model=checkpoint, output="unused")
     rows = ray.data.from_items([{"path": "a.jpg", "size": 1, "mtime": 0.0, "etag": "",
                                  "bucket": 0}])
     capsys.readouterr()
-    score_stages(rows, c, SIZE, use_gpu=False, run_stamp="now").explain()
+    build(rows, Context(c, preflight(c, {"CPU": 2}), "now", "pl-x")).explain()
     physical = capsys.readouterr().out.split("Physical Plan")[-1]
     assert "ActorPoolMapOperator[MapBatches(ScoreActor)]" in physical
-    assert "TaskPoolMapOperator[MapBatches(decode_batch)]" in physical
+    assert "TaskPoolMapOperator[MapBatches(read_batch)->MapBatches(decode_batch)]" in physical
     assert "decode_batch)->" not in physical  # not fused with the scoring actors
     # the reservation is settable, and the estimate grows with what a task holds at once
     bigger = dataclasses.replace(c, decode_batch_size=64)
@@ -240,8 +243,9 @@ def test_decoding_runs_in_its_own_tasks_not_fused_into_the_scorers(ray_local, ch
 
 def test_cpu_budget_split_between_scorers_and_decoding(ray_local, checkpoint, monkeypatch):
     """On CPUs: single-threaded actors on 3/4 of the cores, the rest decode; one per GPU."""
+    from fiqa_core import read_checkpoint_config
     from jobs import ray_env
-    from jobs.score import pipeline
+    from jobs.score import actor as pipeline
 
     for cores, actors in [(1, 1), (2, 2), (4, 3), (16, 12)]:
         monkeypatch.setattr(ray_env, "cluster_cores", lambda c=cores: c)
@@ -250,7 +254,9 @@ def test_cpu_budget_split_between_scorers_and_decoding(ray_local, checkpoint, mo
     # an actor runs torch on the threads it was given, whatever Ray pinned
     threads = torch.get_num_threads()
     try:
-        actor = pipeline.ScoreActor(checkpoint, "cpu", None, "now", threads=1, precision="fp32")
+        options = {"device": "cpu", "threads": 1, "precision": "fp32"}
+        actor = pipeline.ScoreActor("fiqa_core.engines.torch_engine:load", checkpoint, options,
+                                    read_checkpoint_config(checkpoint).id, "pl-x", "now")
         assert torch.get_num_threads() == 1 and actor.scorer.batch_size == 8
     finally:
         torch.set_num_threads(threads)

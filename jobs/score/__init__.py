@@ -1,20 +1,11 @@
-"""``fiqa pseudo-label`` and ``fiqa score``: one Ray Data pipeline over an image lake.
-
-    fiqa score input=s3://lake/faces/ model=s3://models/student output=s3://scores/faces
-    fiqa pseudo-label input=s3://lake/set-a/ model=s3://models/t0 output=s3://pl/a
-
-list (partitioned by sub-prefix, in Ray tasks) -> plan per path bucket (skip what is done,
-carry forward what is unchanged) -> read + decode + resize + crop (CPU tasks) -> score
-(actor pool, model loaded once per actor) -> Parquet, partitioned by bucket. One row per
-image file, always: bad images are rows with a status, never dropped.
-
-``fiqa score`` writes ``<output>/date=YYYY-MM-DD/`` and reuses the scores of images whose
-model and file facts (size, mtime, etag) are unchanged since the latest complete date;
-``fiqa pseudo-label`` writes ``<output>/`` directly. Both are resumable: a rerun scores only
-the rows missing from the output, and ``_SUCCESS`` (with counts) is written last.
+"""``fiqa pseudo-label`` and ``fiqa score``: one Ray Data pipeline over an image lake (what
+they do: :data:`jobs.score.config.ABOUT`, their ``--help``).
 
 Modules: ``config`` (settings, partition), ``listing``, ``planning`` (incremental: skip,
-reuse, score), ``pipeline`` (decode tasks, scoring actors), ``summary``, ``job`` (the run).
+reuse, score), ``stages`` (the pipeline as a list of stages, the pipeline id),
+``pipeline`` (the read and decode stages), ``actor`` (the scoring stage), ``steps`` (plan,
+execute), ``finish`` (verify, commit), ``commit`` (``_SUCCESS`` and checks of it),
+``summary``, ``job`` (the run).
 """
 
 from .commit import MARKER

@@ -44,17 +44,18 @@ def data_files(partition: str) -> dict[str, int]:
     return found
 
 
-def parquet_files(partition: str) -> list[str]:
+def parquet_files(partition: str, files: dict[str, int] | None = None) -> list[str]:
     """The partition's Parquet files (in its ``bucket=`` folders), as paths on its
-    filesystem, sorted."""
+    filesystem, sorted; of ``files`` (:func:`data_files`) when listed already."""
     fs, root = fsspec.core.url_to_fs(partition)
-    return sorted(f"{root.rstrip('/')}/{n}" for n in data_files(partition)
+    names = data_files(partition) if files is None else files
+    return sorted(f"{root.rstrip('/')}/{n}" for n in names
                   if n.startswith("bucket=") and n.endswith(".parquet"))
 
 
-def manifest(partition: str, rows: dict[str, int]) -> list[dict]:
-    """The ``_SUCCESS`` file list: each Parquet file's name, size and rows."""
-    sizes = data_files(partition)
+def manifest(sizes: dict[str, int], rows: dict[str, int]) -> list[dict]:
+    """The ``_SUCCESS`` file list: each Parquet file's name, size (of ``sizes``, from
+    :func:`data_files`) and rows."""
     return [{"name": n, "size": sizes[n], "rows": rows[n]} for n in sorted(rows)]
 
 

@@ -11,7 +11,22 @@ from fiqa_core.config import setting
 from fiqa_core.errors import ConfigError
 from fiqa_core.images import DEFAULT_MAX_PIXELS
 from fiqa_core.preprocessing import PRECISIONS
-from fiqa_core.scoring import ENGINES, check_onnx_settings, resolve_engine
+
+ABOUT = """``fiqa pseudo-label`` and ``fiqa score``: one Ray Data pipeline over an image lake.
+
+    fiqa score input=s3://lake/faces/ model=s3://models/student output=s3://scores/faces
+    fiqa pseudo-label input=s3://lake/set-a/ model=s3://models/t0 output=s3://pl/a
+
+list (partitioned by sub-prefix, in Ray tasks) -> plan per path bucket (skip what is done,
+carry forward what is unchanged) -> read + decode + resize + crop (CPU tasks) -> score
+(actor pool, model loaded once per actor) -> Parquet, partitioned by bucket. One row per
+image file, always: bad images are rows with a status, never dropped.
+
+``fiqa score`` writes ``<output>/date=YYYY-MM-DD/`` and reuses the scores of images whose
+pipeline (model and settings) and file facts (size, mtime, etag) are unchanged since the
+latest complete date;
+``fiqa pseudo-label`` writes ``<output>/`` directly. Both are resumable: a rerun scores only
+the rows missing from the output, and ``_SUCCESS`` (with counts) is written last."""
 
 
 @dataclass(frozen=True)
@@ -43,12 +58,13 @@ class ScoreConfig:
                                     "bucket: larger means fewer, larger files; an interrupted "
                                     "run redoes the rows of its unwritten batch",
                                     operational=True)
-    engine: str | None = setting(None, "what runs the model: torch, or onnx (ONNX Runtime, "
-                                 "fp32; a checkpoint directory is exported in each scoring "
-                                 "actor, an .onnx file from fiqa export is run as it is); "
-                                 "unset: onnx for an .onnx model, else torch. Scores agree "
-                                 "to 1e-4, so like precision it does not change stage keys",
-                                 operational=True, choices=ENGINES)
+    engine: str | None = setting(None, "what runs the model, a registered engine: torch, "
+                                 "or onnx (ONNX Runtime, fp32; a checkpoint directory is "
+                                 "exported once per run by the driver, an .onnx file from "
+                                 "fiqa export is run as it is); unset: onnx for an .onnx "
+                                 "model, else torch. Scores agree to 1e-4, so like "
+                                 "precision it does not change stage keys",
+                                 operational=True)
     precision: str = setting("auto", "model arithmetic: auto (bf16 where the hardware computes "
                              "it natively: CUDA GPUs, CPUs with AVX-512 BF16 or AMX; else "
                              "fp32), fp32 or bf16. An engine choice like use_gpu: scores agree "
@@ -89,8 +105,9 @@ def check(cfg: ScoreConfig) -> None:
             "buckets, batch_size, decode_batch_size and scorer_threads must be >= 1, "
             "write_batch_mb and scorer_cpus > 0"
         )
-    if resolve_engine(cfg.engine, cfg.model) == "onnx":
-        check_onnx_settings(cfg.precision, cfg.compile, cfg.device_decode)
+    from fiqa_core.engines import check_run
+
+    check_run(cfg)  # the engine, the settings it takes, its extras
 
 
 def partition_uri(cfg: ScoreConfig, nightly: bool) -> str:

@@ -37,8 +37,10 @@ def buckets_of(partition: str | None) -> int | None:
     return json.loads(storage.read_bytes(storage.join(partition, MARKER))).get("buckets")
 
 
-def plan(listing, out: str, previous: str | None, model_id: str, buckets: int):
-    """Per image: score, or reuse (nightly, unchanged); rows already in ``out`` drop out.
+def plan(listing, out: str, previous: str | None, pipeline: str, buckets: int, legacy):
+    """Per image: score, or reuse (nightly, unchanged, same pipeline id); rows already in
+    ``out`` drop out. ``legacy(model_id)``: the pipeline id of a row written before rows
+    carried one.
 
     The shuffle by bucket has one partition per bucket: Ray's default (200) spent ~15 s
     scheduling empty reduce tasks on a 2-core machine for a 16-image night.
@@ -50,7 +52,8 @@ def plan(listing, out: str, previous: str | None, model_id: str, buckets: int):
         listing.groupby("bucket", num_partitions=buckets)
         .map_groups(
             plan_bucket,
-            fn_kwargs={"done": out, "previous": previous, "model_id": model_id},
+            fn_kwargs={"done": out, "previous": previous, "pipeline": pipeline,
+                       "legacy": legacy},
             batch_format="pandas",
         )
         .materialize()
@@ -65,26 +68,42 @@ def has_rows(out: str) -> bool:
     return any(p.rstrip("/").rsplit("/", 1)[-1].startswith("bucket=") for p in fs.ls(root, False))
 
 
-def check_models(out: str, model_id: str) -> None:
-    """Refuse a partition that holds rows of another model (an unfinished run with it):
-    counting them as done would mix two models' scores under one ``_SUCCESS``."""
+def check_pipelines(out: str, pipeline: str, model_id: str, legacy) -> None:
+    """Refuse a partition that holds rows of another pipeline (an unfinished run with
+    another model or settings): counting them as done would mix two pipelines' scores
+    under one ``_SUCCESS``."""
     if not has_rows(out):
         return
-    import pyarrow.compute as pc
-
     fs, _ = fsspec.core.url_to_fs(out)
-    models: set[str] = set()
+    found: dict[str, str] = {}  # pipeline id -> model
     for f in partition_files(out):
-        column = read_file(fs, f, ["model"], own=True, remove=False)
-        if column is not None:  # None: a partial file, which planning removes
-            models.update(m for m in pc.unique(column.column("model")).to_pylist() if m)
-    foreign = sorted(models - {model_id})
+        table = read_file(fs, f, ["model", "pipeline"], own=True, remove=False)
+        if table is not None:  # None: a partial file, which planning removes
+            rows = with_pipeline(table.to_pandas(), legacy)
+            found.update(zip(rows["pipeline"], rows["model"], strict=True))
+    foreign = sorted(set(found) - {pipeline})
     if foreign:
+        models = sorted({found[p] for p in foreign})
+        same = " (the same model, other settings: draft, max_pixels or a stage)" if (
+            models == [model_id]) else ""
         raise InputError(
-            f"{out} holds rows of model {', '.join(foreign)} from an unfinished run, not of "
-            f"{model_id}: write to another output (or run_date), or finish that run with its "
-            "own model first"
+            f"{out} holds rows of model {', '.join(models)}{same} from an unfinished run, "
+            f"not of {model_id} with these settings (pipeline {pipeline}): write to another "
+            "output (or run_date), or finish that run with its own model and settings first"
         )
+
+
+def with_pipeline(rows: pd.DataFrame, legacy) -> pd.DataFrame:
+    """``rows`` with a pipeline id on each: rows written before rows carried one get
+    ``legacy(model)``, the default pipeline of their model."""
+    if "pipeline" not in rows.columns:
+        rows = rows.assign(pipeline=None)
+    missing = rows["pipeline"].isna()
+    if missing.any():
+        ids = {m: legacy(m) for m in rows.loc[missing, "model"].dropna().unique()}
+        rows = rows.copy()
+        rows.loc[missing, "pipeline"] = rows.loc[missing, "model"].map(ids)
+    return rows
 
 
 def repair(listing, out: str, buckets: int) -> dict:
@@ -146,9 +165,13 @@ def read_bucket(partition: str | None, bucket: int, columns=None, own: bool = Fa
 
 
 def read_file(fs, path: str, columns, own: bool, remove: bool = True) -> pa.Table | None:
-    """One Parquet file; None for a partial file of the run's own partition (removed when
-    ``remove``). Store errors (already retried by the client) propagate."""
+    """One Parquet file (of ``columns``, those it has: a file written before rows carried
+    a ``pipeline`` lacks it); None for a partial file of the run's own partition (removed
+    when ``remove``). Store errors (already retried by the client) propagate."""
     try:
+        if columns is not None and "pipeline" in columns:
+            names = pq.read_schema(path, filesystem=fs).names
+            columns = [c for c in columns if c in names]
         return pq.read_table(path, filesystem=fs, columns=columns)
     except pa.ArrowInvalid as e:
         if not own or not is_partial(fs, path):
@@ -194,7 +217,8 @@ def _same_facts(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
     return same
 
 
-def plan_bucket(group: pd.DataFrame, done: str, previous: str | None, model_id: str) -> pa.Table:
+def plan_bucket(group: pd.DataFrame, done: str, previous: str | None, pipeline: str,
+                legacy) -> pa.Table:
     """Decide per listed image: already in this run's output (drop), reuse, or score."""
     bucket = int(group["bucket"].iloc[0])
     finished = set(read_bucket(done, bucket, columns=["path"], own=True)["path"])
@@ -205,7 +229,8 @@ def plan_bucket(group: pd.DataFrame, done: str, previous: str | None, model_id: 
     plan["action"] = "score"
     prev = read_bucket(previous, bucket)
     if len(prev) and len(plan):
-        prev = prev[(prev["model"] == model_id) & (prev["status"] != "read_error")]
+        prev = with_pipeline(prev, legacy)
+        prev = prev[(prev["pipeline"] == pipeline) & (prev["status"] != "read_error")]
         prev = prev.drop_duplicates("path", keep="last").set_index("path")
         hit = plan["path"].isin(prev.index).to_numpy()
         if hit.any():

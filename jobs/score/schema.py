@@ -23,6 +23,7 @@ OUTPUT_SCHEMA = pa.schema(
         ("score", pa.float64()),
         ("raw_score", pa.float64()),
         ("model", pa.string()),
+        ("pipeline", pa.string()),
         ("status", pa.string()),
         ("error", pa.string()),
         ("size", pa.int64()),
@@ -37,7 +38,8 @@ OUTPUT_SCHEMA = pa.schema(
 )
 PLAN_SCHEMA = pa.schema([*OUTPUT_SCHEMA, ("action", pa.string())])
 # what a reused row carries over from the previous partition
-CARRIED = ("score", "raw_score", "model", "status", "error", "width", "height", "scored_at")
+CARRIED = ("score", "raw_score", "model", "pipeline", "status", "error", "width", "height",
+           "scored_at")
 
 
 def arrow(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:

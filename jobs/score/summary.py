@@ -11,13 +11,14 @@ import pyarrow.parquet as pq
 from .commit import parquet_files
 
 
-def summarise(partition: str) -> dict:
+def summarise(partition: str, files: dict[str, int] | None = None) -> dict:
     """Counts over a written partition, streamed file by file (flat memory); with each
-    file's rows (``rows_by_file``, by name relative to the partition) for its manifest."""
+    file's rows (``rows_by_file``, by name relative to the partition) for its manifest.
+    ``files``: the partition's files (:func:`~jobs.score.commit.data_files`), if listed."""
     fs, root = fsspec.core.url_to_fs(partition)
     by_status: dict[str, int] = {}
     rows = reused = 0
-    files = parquet_files(partition)
+    files = parquet_files(partition, files)
     per_file = {}
     for f in files:
         t = pq.read_table(f, filesystem=fs, columns=["status", "reused"])

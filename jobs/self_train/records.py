@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from fiqa_core import storage
 from jobs.train import work_dir
 
 from .config import RoundConfig, layout
-from .stages import Stage
+
+if TYPE_CHECKING:  # names only: stages.py names its runners, which read records
+    from .stages import Stage
 
 
 def now() -> str:

@@ -1,4 +1,21 @@
-"""Running a round: stage by stage in order, skipping what is done, recording everything."""
+"""``fiqa self-train``: one self-training round, stage by stage, each stage recorded.
+
+    fiqa self-train --config round.yaml [teacher.epochs=3 ...] [--from-stage S] [--until-stage S]
+
+holdout -> teacher0 (labels) -> pseudo_a (T0 scores set A) -> teacher1 (labels + A)
+-> pseudo_b (T1 scores set B) -> student (labels + A + B) -> evaluate (all three on the
+held-out labels) -> report. Each stage runs the same code as the single jobs
+(``fiqa train``, ``fiqa pseudo-label``, ``fiqa evaluate``).
+
+Every stage writes ``<output>/stages/<stage>.json``: a key (hash of the settings that
+determine its result plus the keys of the stages it reads), settings, inputs, outputs,
+counts and times (and, for a failed stage, the error with its whole cause). A rerun skips
+stages whose key is unchanged and whose outputs exist; a changed key removes the stage's
+old outputs and reruns it, and so everything after it (their keys include its key); a stage
+recorded as running or failed resumes.
+
+The run itself: stage by stage in order, skipping what is done, recording everything.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +26,7 @@ import time
 from fiqa_core import storage
 from fiqa_core.config import resolve_config, save_config
 from fiqa_core.errors import ConfigError, FiqaError
-from fiqa_core.extras import require
+from fiqa_core.extras import named, require
 from fiqa_core.lease import Lease
 from jobs.cli import JobFailed, format_cause, overrides_of, run_job, settings_parser
 
@@ -23,10 +40,8 @@ class StageFailed(JobFailed):
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    from jobs import self_train
-
     lines = [f"  {i + 1}. {d.name}: {d.description}" for i, d in enumerate(STAGE_DEFS)]
-    about = (self_train.__doc__ or "").split("\n\nModules:")[0].strip()
+    about = (__doc__ or "").split("\n\nThe run itself:")[0].strip()
     parser = settings_parser(
         "fiqa self-train", about + "\n\nStages:\n" + "\n".join(lines), RoundConfig,
         epilog="Role settings take a dot: teacher.epochs=3.",
@@ -122,7 +137,7 @@ def run_stage(cfg: RoundConfig, stage: Stage, head: str, forced: bool) -> str:
     write_record(cfg, record)
     t0 = time.time()
     try:
-        counts = stage.definition.runner(cfg, stage)
+        counts = named(stage.definition.runner)(cfg, stage)
     except Exception as e:
         write_record(cfg, {**record, "status": "failed", "failed": now(),
                            "error": f"{type(e).__name__}: {e}", "cause": format_cause(e)})

@@ -79,7 +79,7 @@ def report(cfg, stage) -> dict:
     from .config import layout
     from .records import read_record
     from .report import write_report
-    from .stages import STAGES
+    from .stages import STAGES  # stages.py names runners, never imports them
 
     p = layout(cfg)
     metrics = json.loads(storage.read_bytes(stage.inputs["metrics"]))

@@ -19,8 +19,9 @@ import fsspec
 from fiqa_core.config import result_settings
 from fiqa_core.errors import ConfigError
 
-from . import runners
 from .config import RoundConfig, absolute_paths, layout, pseudo_label_job, train_job
+
+RUNNERS = "jobs.self_train.runners:"
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class StageDef:
     description: str
     inputs: Callable[[RoundConfig, dict], dict]
     outputs: dict[str, str]  # record name -> layout name; all must exist to skip the stage
-    runner: Callable
+    runner: str  # "module:attr" (jobs.self_train.runners), imported when the stage runs
     job: Callable[[RoundConfig], object] | None = None  # TrainConfig / ScoreConfig
     settings: Callable[[RoundConfig, dict], dict] | None = None  # for stages without a job
     model: str | None = None  # the model a training stage makes, as the report names it
@@ -56,37 +57,37 @@ STAGE_DEFS = (
         "holdout", (), "split off the held-out test labels",
         inputs=lambda cfg, p: {"labels": cfg.labels, "test_labels": cfg.test_labels},
         outputs={"train_labels": "train_labels", "test_labels": "test_labels"},
-        runner=runners.holdout, settings=_holdout_settings,
+        runner=RUNNERS + "holdout", settings=_holdout_settings,
     ),
     StageDef(
         "teacher0", ("holdout",), "train teacher T0 on the labels",
         inputs=lambda cfg, p: {"labels": p["train_labels"]},
-        outputs={"checkpoint": "teacher0"}, runner=runners.train, model="T0",
+        outputs={"checkpoint": "teacher0"}, runner=RUNNERS + "train", model="T0",
         job=lambda cfg: train_job(cfg, "teacher", "teacher0", []),
     ),
     StageDef(
         "pseudo_a", ("teacher0",), "T0 pseudo-labels set A",
         inputs=lambda cfg, p: {"images": cfg.unlabeled_a, "model": p["teacher0"]},
-        outputs={"shards": "pseudo_a"}, runner=runners.pseudo_label,
+        outputs={"shards": "pseudo_a"}, runner=RUNNERS + "pseudo_label",
         job=lambda cfg: pseudo_label_job(cfg, "unlabeled_a", "teacher0", "pseudo_a"),
     ),
     StageDef(
         "teacher1", ("holdout", "pseudo_a"), "train the enhanced teacher T1 on labels + A",
         inputs=lambda cfg, p: {"labels": p["train_labels"], "pseudo_labels": [p["pseudo_a"]]},
-        outputs={"checkpoint": "teacher1"}, runner=runners.train, model="T1",
+        outputs={"checkpoint": "teacher1"}, runner=RUNNERS + "train", model="T1",
         job=lambda cfg: train_job(cfg, "enhanced_teacher", "teacher1", ["pseudo_a"]),
     ),
     StageDef(
         "pseudo_b", ("teacher1",), "T1 pseudo-labels set B",
         inputs=lambda cfg, p: {"images": cfg.unlabeled_b, "model": p["teacher1"]},
-        outputs={"shards": "pseudo_b"}, runner=runners.pseudo_label,
+        outputs={"shards": "pseudo_b"}, runner=RUNNERS + "pseudo_label",
         job=lambda cfg: pseudo_label_job(cfg, "unlabeled_b", "teacher1", "pseudo_b"),
     ),
     StageDef(
         "student", ("holdout", "pseudo_a", "pseudo_b"), "train the student on labels + A + B",
         inputs=lambda cfg, p: {"labels": p["train_labels"],
                                "pseudo_labels": [p["pseudo_a"], p["pseudo_b"]]},
-        outputs={"checkpoint": "student"}, runner=runners.train, model="student",
+        outputs={"checkpoint": "student"}, runner=RUNNERS + "train", model="student",
         job=lambda cfg: train_job(cfg, "student", "student", ["pseudo_a", "pseudo_b"]),
     ),
     StageDef(
@@ -95,14 +96,14 @@ STAGE_DEFS = (
         inputs=lambda cfg, p: {"labels": p["test_labels"],
                                "models": [p[m] for m in MODELS]},
         outputs={"metrics": "metrics", "predictions": "predictions"},
-        runner=runners.evaluate, settings=lambda cfg, p: {"test_labels": p["test_labels"]},
+        runner=RUNNERS + "evaluate", settings=lambda cfg, p: {"test_labels": p["test_labels"]},
         needs=("fvcore",),
     ),
     StageDef(
         "report", ("evaluate", "pseudo_a", "pseudo_b"), "write the round report",
         inputs=lambda cfg, p: {"metrics": p["metrics"],
                                "pseudo_labels": [p["pseudo_a"], p["pseudo_b"]]},
-        outputs={"report": "report"}, runner=runners.report,
+        outputs={"report": "report"}, runner=RUNNERS + "report",
         settings=lambda cfg, p: {"title": cfg.title, "truth": cfg.truth}, needs=("matplotlib",),
     ),
 )

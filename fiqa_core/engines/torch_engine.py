@@ -4,7 +4,7 @@
 user, the Ray scoring actors, ``fiqa evaluate`` and the training loop's validation and
 calibration predictions, so the numbers that pick a training run's best epoch come from the
 same code that scores the lake. What it shares with the onnx engine (decoding, statuses,
-rows) is :class:`fiqa_core.scoring.ScorerBase`.
+rows) is :class:`fiqa_core.engines.base.ScorerBase`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .calibration import Calibration
-from .checkpoint import load_checkpoint
-from .errors import ConfigError
-from .images import DEFAULT_MAX_PIXELS
-from .preprocessing import PRECISIONS, Preprocessing
-from .scoring import ScorerBase
+from ..calibration import Calibration
+from ..checkpoint import load_checkpoint
+from ..errors import ConfigError
+from ..images import DEFAULT_MAX_PIXELS
+from ..preprocessing import PRECISIONS, Preprocessing
+from .base import ScorerBase
 
 
 def default_device() -> torch.device:
@@ -101,7 +101,7 @@ class Scorer(ScorerBase):
     (``model.preprocessing``): nothing about sizes or normalisation is hard-coded here.
 
     Decoding, statuses and the ``score`` / ``score_decoded`` / ``score_prepared`` columns
-    are :class:`~fiqa_core.scoring.ScorerBase`'s, shared with the ONNX Runtime engine.
+    are :class:`~fiqa_core.engines.base.ScorerBase`'s, shared with the ONNX Runtime engine.
 
     Args:
         model: A model built by :func:`fiqa_core.create_model` or loaded from a checkpoint.
@@ -170,3 +170,15 @@ class Scorer(ScorerBase):
                 self.compile_seconds = time.perf_counter() - t0
             out.append(y.float().cpu().numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+
+def load(model: str, device: str | None = None, batch_size: int | None = None,
+         max_pixels: int = DEFAULT_MAX_PIXELS, threads: int | None = None,
+         source: str | None = None, precision: str = "auto", compile: bool = False) -> Scorer:
+    """The torch engine's ``load`` (:class:`fiqa_core.engines.Engine`): a checkpoint
+    directory. ``threads`` on a CPU sets this process's torch threads (Ray pins an actor's
+    torch to its CPUs rounded down; a scoring actor sets the CPUs it reserved instead)."""
+    if threads and torch.device(device or default_device()).type == "cpu":
+        torch.set_num_threads(int(threads))
+    return Scorer.from_checkpoint(model, device=device, batch_size=batch_size,
+                                  max_pixels=max_pixels, precision=precision, compile=compile)

@@ -10,7 +10,7 @@ calibration, and the parity the export measured against PyTorch.
 
 Needs torch, ``onnx`` and ``onnxscript`` (PyTorch's exporter) and ``onnxruntime`` (the
 check); the ``onnx`` extra installs them. Scoring the file needs only onnxruntime
-(:mod:`fiqa_core.onnx_engine`).
+(:mod:`fiqa_core.engines.onnx_engine`).
 """
 
 from __future__ import annotations
@@ -27,15 +27,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import storage
-from .calibration import Calibration
-from .checkpoint import load_checkpoint
-from .checkpoint_config import CheckpointConfig
-from .errors import ConfigError, InputError
-from .extras import installed_version, require
-from .onnx_engine import FORMAT, INPUT, METADATA_KEY, OUTPUTS, SIDECAR_SUFFIX
-from .preprocessing import Preprocessing
-from .scoring import ONNX_SUFFIX
+from .. import storage
+from ..calibration import Calibration
+from ..checkpoint import load_checkpoint
+from ..checkpoint_config import CheckpointConfig
+from ..errors import ConfigError, InputError
+from ..extras import installed_version, require
+from ..preprocessing import Preprocessing
+from .onnx_engine import FORMAT, INPUT, METADATA_KEY, ONNX_SUFFIX, OUTPUTS, SIDECAR_SUFFIX
 
 # PyTorch's exporter writes opset 18 and up, in ONNX IR version 10 (onnxruntime >= 1.18)
 DEFAULT_OPSET, MIN_OPSET = 18, 18

@@ -11,16 +11,17 @@ import json
 
 import numpy as np
 
-from . import storage
-from .calibration import Calibration
-from .checkpoint_config import CheckpointConfig
-from .errors import ConfigError, InputError
-from .extras import require
-from .images import DEFAULT_MAX_PIXELS
-from .preprocessing import Preprocessing
-from .scoring import ScorerBase
+from .. import storage
+from ..calibration import Calibration
+from ..checkpoint_config import CheckpointConfig
+from ..errors import ConfigError, InputError
+from ..extras import require
+from ..images import DEFAULT_MAX_PIXELS
+from ..preprocessing import Preprocessing
+from .base import ScorerBase
 
 FORMAT = "fiqa-onnx/1"
+ONNX_SUFFIX = ".onnx"
 METADATA_KEY = "fiqa"
 INPUT = "pixels"
 OUTPUTS = ("raw_score", "score")
@@ -209,3 +210,13 @@ class OnnxScorer(ScorerBase):
 
     def score_pixels(self, pixels) -> np.ndarray:
         return self.raw_and_score(pixels)[0]
+
+
+def load(model: str | bytes, device: str | None = None, batch_size: int | None = None,
+         max_pixels: int = DEFAULT_MAX_PIXELS, threads: int | None = None,
+         source: str | None = None, precision: str = "auto", compile: bool = False
+         ) -> OnnxScorer:
+    """The onnx engine's ``load`` (:class:`fiqa_core.engines.Engine`): a ``fiqa export``
+    file or its bytes. ``precision`` and ``compile`` were checked already (fp32, off)."""
+    return OnnxScorer(model, device=device, batch_size=batch_size, max_pixels=max_pixels,
+                      threads=threads, source=source)

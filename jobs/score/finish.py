@@ -1,0 +1,78 @@
+"""A scoring run's last two steps, which need no Ray: verify (one row per listed image,
+after a repair if needed) and commit (the lease still held, then ``_SUCCESS``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+from fiqa_core import storage
+from fiqa_core.errors import InputError
+
+from .actor import FAULT_MARKER
+from .commit import MARKER, data_files, manifest
+from .summary import final_line, summarise
+
+log = logging.getLogger("fiqa.score")
+
+
+def verify_rows(out: str, images: int, repair: Callable[[], dict]) -> dict:
+    """Counts over ``out`` with its manifest, once it holds exactly one row per image.
+
+    ``repair`` (run only when the count is off) keeps one row per listed image and returns
+    ``duplicates``, ``unlisted`` and an ``example`` of the latter. Rows that no repair
+    accounts for, and files the run did not write, fail the run with nothing committed.
+    """
+    files = _own_files(out)
+    summary = summarise(out, files)
+    if summary["rows"] != images:  # an image's rows twice, or rows of files not listed
+        repaired = repair()
+        if repaired["duplicates"]:
+            log.warning("%s: removed %d duplicate row(s) (one row per image kept)", out,
+                        repaired["duplicates"])
+        if repaired["unlisted"]:
+            raise InputError(
+                f"{out} holds {repaired['unlisted']} row(s) of files this run did not list "
+                f"(e.g. {repaired['example']}): the partition was started over another input, "
+                "or files were deleted since. Nothing was removed. Score into another output "
+                "(or run_date), or move this partition aside to rescore it."
+            )
+        files = _own_files(out)
+        summary = summarise(out, files)
+    if summary["rows"] != images:
+        raise InputError(
+            f"{out}: {summary['rows']} rows for {images} images after repair; the partition "
+            "holds rows this run cannot account for. Move it aside and run again."
+        )
+    summary["manifest"] = manifest(files, summary.pop("rows_by_file"))
+    foreign = sorted(set(files) - {f["name"] for f in summary["manifest"]})
+    if foreign:  # the commit must pass its own check (fiqa verify)
+        raise InputError(
+            f"{out} holds files this run did not write ({', '.join(foreign[:3])}): nothing "
+            "was committed. Move them out of the partition and run again"
+        )
+    return summary
+
+
+def _own_files(out: str) -> dict[str, int]:
+    """The partition's files, listed once for the counts, the manifest and the check for
+    foreign files; temporaries of a write task lost mid-write (and redone by Ray) removed."""
+    files = data_files(out)
+    for name in [n for n in files if storage.is_temporary(n)]:
+        storage.remove(storage.join(out, name))
+        del files[name]
+    return files
+
+
+def commit(out: str, summary: dict, lease, output: str) -> dict:
+    """Write ``_SUCCESS`` while the lease is still this run's; the summary."""
+    summary["images_per_s"] = round(summary["scored"] / max(summary["seconds"], 1e-9), 1)
+    lease.check()  # never commit over a run that took the output over
+    storage.write_bytes(storage.join(out, MARKER), json.dumps(summary, indent=2).encode())
+    try:
+        storage.remove(storage.join(output, FAULT_MARKER))
+    except OSError as e:  # committed already: a leftover test marker is not a failure
+        log.warning("could not remove %s (%s)", FAULT_MARKER, e)
+    print(final_line(summary, out, MARKER))
+    return summary
