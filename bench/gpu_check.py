@@ -35,6 +35,8 @@ import train_throughput as tt  # noqa: E402
 GPU = {"student-edgenext-xxs": (352, 256, 128, 20000, 4096),
        "teacher-swin-b": (448, 64, 32, 6000, 1024)}
 CPU = {"student-edgenext-xxs": (64, 16, 16, 48, 100), "teacher-swin-b": (64, 8, 8, 24, 100)}
+# --tiny: every field of the JSON on the smallest inputs (the test suite's check of it)
+TINY = {"student-edgenext-xxs": (32, 4, 4, 8, 8), "teacher-swin-b": (32, 2, 2, 4, 8)}
 
 
 def write_lake(folder: Path, n: int, distinct: int, small: bool) -> list[bytes]:
@@ -148,6 +150,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", required=True)
     p.add_argument("--cpu", action="store_true", help="the same checks, small, on the CPU")
+    p.add_argument("--tiny", action="store_true",
+                   help="with --cpu: the smallest inputs, every field (what a test checks)")
     p.add_argument("--presets", nargs="+", help="only these presets (default: both)")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -156,7 +160,7 @@ def main() -> None:
     device = "cpu" if args.cpu else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --cpu")
-    specs = CPU if args.cpu else GPU
+    specs = (TINY if args.tiny else CPU) if args.cpu else GPU
     specs = {k: v for k, v in specs.items() if not args.presets or k in args.presets}
     result = {"date": dt.date.today().isoformat(), "mode": device,
               "device": torch.cuda.get_device_name(0) if device == "cuda" else platform.processor(),

@@ -218,7 +218,7 @@ def _rss_mb(pid: int, field: str = "RssAnon") -> float:
 
 
 def _role(pid: int) -> str:
-    """What a Ray worker is doing, from its process title (``ray::MapBatches(decode_batch)``);
+    """What a Ray worker is doing, from its process title (``ray::MapBatches(read_batch)->...``);
     the roles reported are those seen while the worker was within 8 MB of its peak."""
     try:
         title = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0].decode()
@@ -355,7 +355,7 @@ def main() -> None:
             where = f", {t} thread{'s' * (t > 1)} in one process" if t else ""
             print(f"model only, torch {p}, batch {args.batch}{where}: {r:.1f} images/s", flush=True)
         if device == "cpu" and cores > 1:
-            # the job runs single-threaded actors side by side (jobs.score.pipeline)
+            # the job runs single-threaded actors side by side (jobs.score.actor)
             rates[("bf16", "procs")] = side_by_side(ckpt, args.batch, cores)
             print(f"model only, torch bf16, batch {args.batch}, {cores} single-threaded "
                   f"processes side by side: {rates[('bf16', 'procs')]:.1f} images/s", flush=True)

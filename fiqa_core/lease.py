@@ -51,7 +51,13 @@ def default_ttl() -> float:
 
 
 def _now() -> float:
+    """Wall-clock seconds, stamped in the lease (other hosts read it)."""
     return time.time()
+
+
+def _monotonic() -> float:
+    """This process's own clock, for how long ago it last renewed (tests inject both)."""
+    return time.monotonic()
 
 
 def _stamp(t: float) -> str:
@@ -77,7 +83,7 @@ class Lease:
         self._store = None
         self._token: str | None = None
         self._lock = threading.Lock()  # the token, between the renew thread and the caller
-        self._last_renewed = time.monotonic()
+        self._last_renewed = _monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.lost = False
@@ -128,7 +134,7 @@ class Lease:
                 log.warning("%s: took over the lease of %s (%s): %s", self.output,
                             info.get("holder"), info.get("command"),
                             "its process is gone" if dead else f"not renewed for {age:.0f} s")
-        self._token, self._last_renewed = token, time.monotonic()
+        self._token, self._last_renewed = token, _monotonic()
         self._thread = threading.Thread(target=self._renew_loop, daemon=True, name="fiqa-lease")
         self._thread.start()
         return self
@@ -146,7 +152,7 @@ class Lease:
                 return
             token = self._store.swap(self._token, self._body()) or self._ours()
             if token is not None:
-                self._token, self._last_renewed = token, time.monotonic()
+                self._token, self._last_renewed = token, _monotonic()
             else:
                 self.lost = True
                 log.error("%s: this run's lease was taken over by another run", self.output)
@@ -155,7 +161,7 @@ class Lease:
         """Raise :class:`LeaseLost` unless the stored lease is still this run's and was
         renewed within ``ttl_s`` (call before committing or changing what others wrote)."""
         with self._lock:
-            stale = time.monotonic() - self._last_renewed > self.ttl_s
+            stale = _monotonic() - self._last_renewed > self.ttl_s
             if not self.lost and (stale or self._ours() is None):
                 self.lost = True
             if self.lost:

@@ -37,8 +37,13 @@ def cluster_cores() -> int:
     return max(1, cpus)
 
 
+def cluster_resources() -> dict:
+    """The cluster's resources (``CPU``, ``GPU``, custom ones), as a driver decides on them."""
+    return dict(ray.cluster_resources())
+
+
 def cluster_has_gpus() -> bool:
-    return ray.cluster_resources().get("GPU", 0) > 0
+    return cluster_resources().get("GPU", 0) > 0
 
 
 def read_parquet(paths, **kwargs) -> ray.data.Dataset:

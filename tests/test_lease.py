@@ -33,22 +33,43 @@ def test_second_run_is_refused_with_the_holder_named(tmp_path):
         pass
 
 
+class Clock:
+    """Both of the lease's clocks (its wall-clock stamps and its own monotonic one), moved
+    only by the test."""
+
+    def __init__(self, start: float = 1_800_000_000.0):
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    from fiqa_core import lease
+
+    c = Clock()
+    monkeypatch.setattr(lease, "_now", c)
+    monkeypatch.setattr(lease, "_monotonic", c)
+    return c
+
+
 def test_a_killed_holder_is_taken_over_at_once_on_its_host(tmp_path):
     out = str(tmp_path / "out")
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
-    child = ctx.Process(target=_hold, args=(out, 1.5, ready))
+    child = ctx.Process(target=_hold, args=(out, 60, ready))
     child.start()
     try:
         assert ready.wait(60)
         with pytest.raises(OutputBusy, match="holder in a child process"):
-            Lease(out, "too early", ttl_s=1.5).acquire()
-        time.sleep(2.0)  # alive: it renews every ttl/3, so it is still busy
-        with pytest.raises(OutputBusy):
-            Lease(out, "still too early", ttl_s=1.5).acquire()
+            Lease(out, "too early", ttl_s=60).acquire()
         os.kill(child.pid, signal.SIGKILL)
         child.join()
-        with Lease(out, "taker", ttl_s=60) as lease:  # its pid is gone: no wait
+        with Lease(out, "taker", ttl_s=60) as lease:  # its pid is gone: no wait for 60 s
             assert json.loads((tmp_path / "out" / LEASE).read_text())["command"] == "taker"
             lease.check()
     finally:
@@ -56,30 +77,36 @@ def test_a_killed_holder_is_taken_over_at_once_on_its_host(tmp_path):
             child.kill()
 
 
-def test_a_holder_on_another_host_is_taken_over_when_its_lease_expires(tmp_path):
+def test_a_holder_on_another_host_is_taken_over_when_its_lease_expires(tmp_path, clock):
     out = tmp_path / "out"
     out.mkdir()
     stale = {"holder": "node-7:123:ab", "host": "node-7", "pid": 123, "command": "fiqa score",
-             "started": "2026-11-28T01:00:00+00:00", "renewed": time.time(), "ttl_s": 1.0}
+             "started": "2026-11-28T01:00:00+00:00", "renewed": clock(), "ttl_s": 30.0}
     (out / LEASE).write_text(json.dumps(stale))
     with pytest.raises(OutputBusy, match=r"fiqa score \(host node-7, pid 123, since 2026"):
-        Lease(str(out), "next", ttl_s=1.0).acquire()
-    time.sleep(1.3)  # not renewed for longer than its ttl: dead
-    with Lease(str(out), "next", ttl_s=1.0):
+        Lease(str(out), "next", ttl_s=30).acquire()
+    clock.advance(29.9)  # within its ttl: still its own
+    with pytest.raises(OutputBusy):
+        Lease(str(out), "next", ttl_s=30).acquire()
+    clock.advance(0.2)  # not renewed for longer than its ttl: dead
+    with Lease(str(out), "next", ttl_s=30):
         assert json.loads((out / LEASE).read_text())["command"] == "next"
 
 
-def test_renewal_keeps_a_slow_run_alive_and_a_lost_lease_refuses_to_commit(tmp_path):
+def test_renewal_keeps_a_slow_run_alive_and_a_lost_lease_refuses_to_commit(tmp_path, clock):
     out = str(tmp_path / "out")
-    lease = Lease(out, "slow", ttl_s=0.6).acquire()
+    lease = Lease(out, "slow", ttl_s=30).acquire()
     try:
         first = json.loads((tmp_path / "out" / LEASE).read_text())["renewed"]
-        time.sleep(1.0)  # longer than the ttl: only renewal keeps it
-        assert json.loads((tmp_path / "out" / LEASE).read_text())["renewed"] > first
+        for _ in range(4):  # 40 s in all, longer than the ttl: only renewal keeps it
+            clock.advance(10)
+            lease.renew()
+        assert json.loads((tmp_path / "out" / LEASE).read_text())["renewed"] == first + 40
         with pytest.raises(OutputBusy):
-            Lease(out, "other", ttl_s=0.6).acquire()
+            Lease(out, "other", ttl_s=30).acquire()
+        lease.check()  # renewed 0 s ago: still ours
         # another run overwrote the lease (as after a takeover): this one must not commit
-        (tmp_path / "out" / LEASE).write_text(json.dumps({"holder": "x", "renewed": time.time(),
+        (tmp_path / "out" / LEASE).write_text(json.dumps({"holder": "x", "renewed": clock(),
                                                           "ttl_s": 60}))
         lease.renew()
         with pytest.raises(LeaseLost, match="not committed"):
@@ -87,6 +114,16 @@ def test_renewal_keeps_a_slow_run_alive_and_a_lost_lease_refuses_to_commit(tmp_p
     finally:
         lease.release()
     assert (tmp_path / "out" / LEASE).exists()  # a lost lease is not ours to delete
+
+
+def test_a_run_that_could_not_renew_for_longer_than_its_ttl_does_not_commit(tmp_path, clock):
+    """Its store failed meanwhile, say: others may have taken the output over by now."""
+    with Lease(str(tmp_path / "out"), "stalled", ttl_s=30) as lease:
+        clock.advance(29)
+        lease.check()
+        clock.advance(2)  # 31 s since its last renewal
+        with pytest.raises(LeaseLost, match="not renewed for over 30 s"):
+            lease.check()
 
 
 def test_a_lost_lease_is_exit_status_1_and_busy_is_3(capsys):

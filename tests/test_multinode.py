@@ -90,14 +90,28 @@ def test_job_submitted_to_a_two_node_cluster(cluster, lake, tmp_path):
     assert set(rows["path"]) == {str(p) for p in (lake / "images").rglob("*.*")}
 
 
+def scorers_on(cluster: LocalCluster, resource: str) -> list[str]:
+    """The live scoring actors on the node that has ``resource``, from Ray's state API."""
+    from ray.util.state import list_actors, list_nodes
+
+    nodes = list_nodes(address=cluster.dashboard_url, filters=[("state", "=", "ALIVE")])
+    node = next(n.node_id for n in nodes if n.resources_total.get(resource))
+    actors = list_actors(address=cluster.dashboard_url, filters=[("state", "=", "ALIVE")],
+                         detail=True)
+    return [a.actor_id for a in actors if a.node_id == node
+            and "ScoreActor" in f"{a.class_name} {getattr(a, 'repr_name', '')}"]
+
+
 def test_job_survives_losing_the_worker_node(cluster, lake, tmp_path):
     out = tmp_path / "out"
     client, job = submit(cluster, lake, out)
-    # kill the second node's raylet once the scoring actors are at work (results are written
-    # in large batches, so no shard appears before the end of a run this small)
+    # kill the second node's raylet once a scoring actor is at work there (results are
+    # written in large batches, so no shard appears before the end of a run this small)
     status = wait(client, job, until=lambda s: s == "RUNNING"
-                  and "fiqa: scoring actor on" in client.get_job_logs(job))
+                  and "fiqa: scoring actor on" in client.get_job_logs(job)
+                  and scorers_on(cluster, "second_node"))
     assert status == "RUNNING", client.get_job_logs(job)
+    assert scorers_on(cluster, "second_node")  # the node about to die holds scoring work
     assert not (out / "_SUCCESS").exists()
     assert cluster.kill_raylet(cluster.worker_port) == 1
     status = wait(client, job)

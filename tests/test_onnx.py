@@ -364,7 +364,7 @@ def test_the_onnx_engine_on_a_gpu_cluster_without_onnxruntime_gpu(
     from jobs import score as score_job
     from tests.test_score import cfg, make_lake
 
-    monkeypatch.setattr(ray_env, "cluster_has_gpus", lambda: True)
+    monkeypatch.setattr(ray_env, "cluster_resources", lambda: {"CPU": 2.0, "GPU": 1.0})
     monkeypatch.setattr(onnx_engine, "cuda_available", lambda: False)
     lake = tmp_path / "lake"
     make_lake(lake, n_jpeg=6, n_png=2, zoo=False)

@@ -50,13 +50,11 @@ class Planned:
 
 def plan_run(cfg: ScoreConfig, nightly: bool, model: CheckpointConfig, out: str,
              t0: float) -> Planned:
-    import ray
-
     from fiqa_core.engines import preflight
-    from jobs.ray_env import init_ray
+    from jobs.ray_env import cluster_resources, init_ray
 
     init_ray(cfg.address, min_cpus=2)
-    decisions = preflight(cfg, ray.cluster_resources(), model)
+    decisions = preflight(cfg, cluster_resources(), model)
     for note in decisions.notes:
         log.warning(note)
     pipeline = pipeline_id(cfg, model)

@@ -1,0 +1,131 @@
+"""The nightly cases around reuse: a new model, other settings, a changed bucket count,
+rows that could not be read, and partitions written before rows carried a pipeline id."""
+
+import json
+from dataclasses import replace
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from fiqa_core import create_model, read_checkpoint_config, save_checkpoint
+from jobs import score as score_job
+from jobs.score.planning import plan_bucket
+from jobs.score.stages import legacy_pipeline_id, pipeline_id
+from tests.test_score import cfg, image_files, make_lake, read_partition
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        paths.append(str(root / f"m{seed}"))
+        save_checkpoint(create_model("student-edgenext-xxs", image_size=SIZE), paths[-1])
+    return paths
+
+
+def test_a_night_with_a_new_model_or_settings_reuses_nothing(tmp_path, models, ray_local):
+    lake = tmp_path / "lake"
+    make_lake(lake, n_jpeg=16, n_png=4, zoo=False)
+    out = tmp_path / "scores"
+    a, b = models
+    first = score_job.run(cfg(input=lake, model=a, output=out, run_date="2026-11-20"))
+    assert first["scored"] == 20
+    second = score_job.run(cfg(input=lake, model=b, output=out, run_date="2026-11-21"))
+    assert (second["scored"], second["reused"]) == (20, 0)
+    rows = read_partition(str(out / "date=2026-11-21"))
+    assert set(rows["model"]) == {read_checkpoint_config(b).id}  # nothing of model a mixed in
+    assert set(rows["pipeline"]) == {second["pipeline"]} != {first["pipeline"]}
+    # the same model with other decoding settings is another pipeline: nothing reused
+    third = score_job.run(cfg(input=lake, model=b, output=out, run_date="2026-11-22",
+                              draft="true"))
+    assert (third["scored"], third["reused"]) == (20, 0)
+    assert third["pipeline"] != second["pipeline"] and third["model"] == second["model"]
+    # and back to the settings of the 21st: the 22nd is the latest night, nothing to reuse
+    fourth = score_job.run(cfg(input=lake, model=b, output=out, run_date="2026-11-23"))
+    assert (fourth["scored"], fourth["reused"]) == (20, 0)
+    fifth = score_job.run(cfg(input=lake, model=b, output=out, run_date="2026-11-24"))
+    assert (fifth["scored"], fifth["reused"]) == (0, 20)
+
+
+def test_a_changed_bucket_count_rescores_everything_with_a_warning(tmp_path, models,
+                                                                   ray_local, caplog):
+    lake = tmp_path / "lake"
+    make_lake(lake, n_jpeg=12, n_png=0, zoo=False)
+    out = tmp_path / "scores"
+    score_job.run(cfg(input=lake, model=models[0], output=out, run_date="2026-11-20"))
+    four = replace(cfg(input=lake, model=models[0], output=out, run_date="2026-11-21"),
+                   buckets=4)
+    with caplog.at_level("WARNING", logger="fiqa.score"):
+        night = score_job.run(four)
+    assert (night["scored"], night["reused"], night["buckets"]) == (12, 0, 4)
+    assert "used 8 buckets, not 4: rescoring everything" in caplog.text
+    assert sorted(p.name for p in (out / "date=2026-11-21").glob("bucket=*")) <= [
+        f"bucket={i}" for i in range(4)]
+
+
+def _previous(tmp_path, rows: list[dict]) -> str:
+    part = tmp_path / "date=2026-11-20"
+    (part / "bucket=0").mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(part / "bucket=0" / "a.parquet")
+    return str(part)
+
+
+def _listing(paths) -> pd.DataFrame:
+    return pd.DataFrame({"path": paths, "size": 10, "mtime": 1.0, "etag": None, "bucket": 0,
+                         "is_image": True})
+
+
+def test_rows_that_could_not_be_read_are_scored_again(tmp_path, models):
+    c = cfg(input="unused/", model=models[0], output=str(tmp_path))
+    model = read_checkpoint_config(models[0])
+    pid = pipeline_id(c, model)
+    common = {"size": 10, "mtime": 1.0, "etag": None, "model": model.id, "pipeline": pid,
+              "reused": False, "scored_at": "2026-11-20T00:00:00+00:00"}
+    prev = _previous(tmp_path, [
+        {"path": "/l/a.jpg", "score": 3.0, "raw_score": 0.1, "status": "ok", "error": None,
+         "width": 40, "height": 48, **common},
+        {"path": "/l/b.jpg", "score": None, "raw_score": None, "status": "read_error",
+         "error": "ConnectionError: reset", "width": None, "height": None, **common},
+        {"path": "/l/c.jpg", "score": None, "raw_score": None, "status": "corrupt",
+         "error": "broken", "width": None, "height": None, **common},
+    ])
+    plan = plan_bucket(_listing(["/l/a.jpg", "/l/b.jpg", "/l/c.jpg"]), str(tmp_path / "new"),
+                       prev, pid, lambda m: legacy_pipeline_id(c, model, m)).to_pandas()
+    actions = dict(zip(plan["path"], plan["action"], strict=True))
+    # a read error was the store's, not the image's: asked again; a corrupt file stays so
+    assert actions == {"/l/a.jpg": "reuse", "/l/b.jpg": "score", "/l/c.jpg": "reuse"}
+    assert plan.set_index("path").at["/l/a.jpg", "pipeline"] == pid
+
+
+def test_a_partition_from_before_pipeline_ids_is_read_as_its_model_alone(tmp_path, models,
+                                                                         ray_local):
+    """Rows without a pipeline column count as the default pipeline of their model: the
+    next night reuses them (same model, default settings) and no other pipeline does."""
+    lake = tmp_path / "lake"
+    make_lake(lake, n_jpeg=10, n_png=2, zoo=False)
+    out = tmp_path / "scores"
+    first = score_job.run(cfg(input=lake, model=models[0], output=out, run_date="2026-11-20"))
+    part = out / "date=2026-11-20"
+    marker = json.loads((part / "_SUCCESS").read_text())
+    for f in marker["manifest"]:  # rewrite it as an older fiqa wrote it
+        path = part / f["name"]
+        pq.write_table(pq.read_table(path).drop_columns(["pipeline"]), path)
+        f["size"] = path.stat().st_size
+    del marker["pipeline"]
+    (part / "_SUCCESS").write_text(json.dumps(marker))
+    again = score_job.run(cfg(input=lake, model=models[0], output=out, run_date="2026-11-20"))
+    assert again["rows"] == 12  # complete already, read as the same pipeline: nothing to do
+    night = score_job.run(cfg(input=lake, model=models[0], output=out, run_date="2026-11-21"))
+    assert (night["scored"], night["reused"]) == (0, 12)
+    rows = read_partition(str(out / "date=2026-11-21"))
+    assert set(rows["pipeline"]) == {first["pipeline"]} and sorted(rows["path"]) == (
+        image_files(lake))
+    drafted = score_job.run(cfg(input=lake, model=models[0], output=out,
+                                run_date="2026-11-22", draft="true"))
+    assert drafted["reused"] == 0
