@@ -43,7 +43,8 @@ def setting(
         operational: How the run executes (workers, batch sizes, address), not what it
             computes: excluded from the hashes that decide whether a result is up to date.
         cache: Part of the key of a training job's decoded-image cache.
-        choices: The values allowed, when only some are.
+        choices: The values allowed, when only some are (or a callable returning them, for
+            a registry such as the engines').
     """
     metadata = {"help": help, "operational": operational, "cache": cache, "choices": choices}
     return dataclasses.field(default=default, default_factory=factory, metadata=metadata)
@@ -64,7 +65,7 @@ def describe_settings(cls) -> list[tuple[str, str, str, str]]:
         else:
             value = f.default_factory() if f.default is dataclasses.MISSING else f.default
             default = "default: " + ("unset" if value is None else json.dumps(value))
-        kind = " | ".join(map(str, f.metadata.get("choices") or ())) or _type_name(hints[f.name])
+        kind = " | ".join(map(str, _choices(f))) or _type_name(hints[f.name])
         rows.append((f.name, kind, default, f.metadata.get("help", "")))
     return rows
 
@@ -144,12 +145,18 @@ def _apply(cls: type[C], values: dict, base: dict, source: str) -> dict:
                 f"{source}: unknown setting {key!r} (known: {', '.join(sorted(known))})"
             )
         out[key] = _coerce(key, value, hints[key], source)
-        choices = fields[key].metadata.get("choices")
+        choices = _choices(fields[key])
         if choices and out[key] not in choices:
             raise ConfigError(
                 f"{source}: {key} must be one of {', '.join(map(str, choices))}, got {value!r}"
             )
     return out
+
+
+def _choices(f) -> tuple:
+    """A setting's allowed values: as listed, or what a registry lists now (a callable)."""
+    choices = f.metadata.get("choices") or ()
+    return tuple(choices() if callable(choices) else choices)
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

@@ -24,6 +24,9 @@ class MissingExtra(FiqaError, ImportError):
 def require(module: str) -> None:
     """Raise :class:`MissingExtra` naming the install command when ``module`` is absent."""
     if importlib.util.find_spec(module) is None:
+        if module not in EXTRAS:  # a plugin's own dependency (an engine registered outside)
+            raise MissingExtra(f"{module} is needed here and is not installed: "
+                               f"pip install {module}")
         extra, purpose = EXTRAS[module]
         raise MissingExtra(
             f"{purpose} needs {module}, which the '{extra}' extra installs: "

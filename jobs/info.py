@@ -52,7 +52,11 @@ def collect(with_cost: bool = False) -> dict:
             cost = model_cost(name)
             entry.update(params=cost.params, gmacs=round(cost.gmacs, 4))
         presets.append(entry)
-    return {"versions": versions, "devices": devices, "presets": presets}
+    from fiqa_core.engines import get_engine, list_engines
+
+    engines = [{"name": n, "files": list(get_engine(n).files) or ["checkpoint directory"],
+                "description": get_engine(n).description} for n in list_engines()]
+    return {"versions": versions, "devices": devices, "presets": presets, "engines": engines}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -77,6 +81,9 @@ def show(cfg: InfoConfig) -> None:
             f"std {p['std']}, best by {p['selection_metric']}{cost}"
         )
         print(f"  {'':<22} {p['description']}")
+    print("engines:")
+    for e in info["engines"]:
+        print(f"  {e['name']:<22} {', '.join(e['files'])}: {e['description']}")
 
 
 if __name__ == "__main__":

@@ -75,7 +75,9 @@ def test_preflight_decides_once_for_the_cluster(checkpoint, monkeypatch):
     on_cpus = preflight(onnx, {"GPU": 2})
     assert (on_cpus.device, on_cpus.defer_decode) == ("cpu", False)
     assert "no CUDA provider: the onnx engine scores on CPUs" in on_cpus.notes[0]
-    assert on_cpus.converted[:2] != b"" and len(on_cpus.converted) > 100_000  # exported once
+    from fiqa_core import OnnxScorer
+
+    assert OnnxScorer(on_cpus.converted).model_id == cpu.config.id  # exported, here, once
     with pytest.raises(ConfigError, match="use_gpu=true with the onnx engine needs"):
         preflight(replace(onnx, use_gpu=True), {"GPU": 2})
 
@@ -117,10 +119,22 @@ def test_a_new_engine_runs_pseudo_label_end_to_end(fake, checkpoint, tmp_path, m
     assert conversions.read_text().split() == [str(os.getpid())]
 
 
-def test_a_fake_model_file_with_a_torch_setting_is_refused_before_any_work(fake, tmp_path):
+def test_a_fake_model_file_with_a_torch_setting_is_refused_before_any_work(fake, tmp_path,
+                                                                          capsys):
     own = tmp_path / "m.fake"
     own.write_text(json.dumps({"model_id": "fake-own", "size": 32, "weight": 0.5}))
     imagegen.write_labeled_set(tmp_path / "lake", 2, seed=1, size=(40, 48))
     code = cli.main(["pseudo-label", f"input={tmp_path / 'lake'}", f"model={own}",
                      f"output={tmp_path / 'out'}", "compile=true"])
     assert code == 2 and not (tmp_path / "out").exists()
+    assert ("compile: torch engine setting(s); the fake engine scores mean pixel values in "
+            "fp32. Leave them unset, or use engine=torch") in capsys.readouterr().out
+    # the engine's name is a setting's choice while it is registered, and only then
+    from fiqa_core.config import resolve_config
+    from jobs.score import ScoreConfig
+
+    assert resolve_config(ScoreConfig, None, ["input=i/", "model=m", "output=o",
+                                              "engine=fake"]).engine == "fake"
+    fake_engine.unregister()
+    with pytest.raises(ConfigError, match="engine must be one of torch, onnx, got 'fake'"):
+        resolve_config(ScoreConfig, None, ["input=i/", "model=m", "output=o", "engine=fake"])

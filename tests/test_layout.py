@@ -1,5 +1,5 @@
 """The packages' shape: no import circle inside fiqa_core/ or jobs/, no module over ~300
-lines, and a new engine is one module + one registry entry."""
+lines, every ``module:attr`` name resolves, and a run reads as its steps."""
 
 import ast
 from pathlib import Path
@@ -106,6 +106,25 @@ def test_the_walker_finds_a_circle_through_a_lazy_import():
 def test_no_module_is_over_300_lines():
     long = {n: len(p.read_text().splitlines()) for n, p in _modules().items()}
     assert {n: c for n, c in long.items() if c > MAX_LINES} == {}
+
+
+def test_every_named_reference_resolves():
+    """Engines, presets, the pipeline's stages and the round's runners name their code as
+    ``module:attr``, which no import shows: each must exist."""
+    from fiqa_core.engines import get_engine, list_engines
+    from fiqa_core.extras import named
+    from fiqa_core.presets import get_preset, list_presets
+    from jobs.score.stages import SCORE_STAGES
+    from jobs.self_train.stages import STAGE_DEFS
+
+    refs = [get_preset(p).builder for p in list_presets()]
+    for name in list_engines():
+        e = get_engine(name)
+        refs += [r for r in (e.load, e.read_config, e.convert, e.gpu) if r]
+    refs += [s.fn for s in SCORE_STAGES] + [d.runner for d in STAGE_DEFS]
+    assert len(refs) >= 15
+    for ref in refs:
+        assert callable(named(ref)), ref
 
 
 def test_a_run_reads_as_its_steps():

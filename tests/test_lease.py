@@ -4,6 +4,7 @@ import json
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -114,6 +115,30 @@ def test_renewal_keeps_a_slow_run_alive_and_a_lost_lease_refuses_to_commit(tmp_p
     finally:
         lease.release()
     assert (tmp_path / "out" / LEASE).exists()  # a lost lease is not ours to delete
+
+
+def test_the_renewal_thread_renews_every_third_of_the_ttl(tmp_path, clock):
+    class Ticks:  # the thread's wait: three periods pass, then the lease is released
+        def __init__(self):
+            self.waits = []
+
+        def wait(self, seconds):
+            self.waits.append(seconds)
+            clock.advance(seconds)
+            return len(self.waits) > 3
+
+    lease = Lease(str(tmp_path / "out"), "slow", ttl_s=30)
+    lease._renew_loop = lambda: None  # no thread: the test runs the loop itself
+    lease.acquire()
+    del lease._renew_loop
+    first = json.loads((tmp_path / "out" / LEASE).read_text())["renewed"]
+    lease._stop = ticks = Ticks()
+    lease._renew_loop()
+    assert ticks.waits == [10.0] * 4
+    assert json.loads((tmp_path / "out" / LEASE).read_text())["renewed"] == first + 30
+    lease.check()
+    lease._stop = threading.Event()
+    lease.release()
 
 
 def test_a_run_that_could_not_renew_for_longer_than_its_ttl_does_not_commit(tmp_path, clock):

@@ -120,7 +120,10 @@ def test_a_partition_from_before_pipeline_ids_is_read_as_its_model_alone(tmp_pat
     del marker["pipeline"]
     (part / "_SUCCESS").write_text(json.dumps(marker))
     again = score_job.run(cfg(input=lake, model=models[0], output=out, run_date="2026-11-20"))
-    assert again["rows"] == 12  # complete already, read as the same pipeline: nothing to do
+    assert again == marker  # complete already (by its model, as then): nothing to do
+    # ... whatever the settings, as before pipeline ids: a retry stays a no-op
+    assert score_job.run(cfg(input=lake, model=models[0], output=out, run_date="2026-11-20",
+                             draft="true")) == marker
     night = score_job.run(cfg(input=lake, model=models[0], output=out, run_date="2026-11-21"))
     assert (night["scored"], night["reused"]) == (0, 12)
     rows = read_partition(str(out / "date=2026-11-21"))

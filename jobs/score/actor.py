@@ -41,12 +41,16 @@ class ScoreActor:
     """Loads the model once (on the run's engine, with the driver's decisions) and scores
     prepared rows; JPEGs deferred to it are decoded in one batch on its device."""
 
-    def __init__(self, load: str, model: str | bytes, options: dict, model_id: str,
+    def __init__(self, load: str, model, options: dict, model_id: str,
                  pipeline: str, scored_at: str, die_after: int | None = None,
                  fault_marker: str | None = None):
         from fiqa_core.extras import named
 
         t0 = time.perf_counter()
+        if not isinstance(model, (str, bytes)):  # a converted model in Ray's object store
+            import ray
+
+            model = ray.get(model)
         self.scorer = named(load)(model, **options)
         source = options.get("source") or "the model"
         if self.scorer.model_id != model_id:

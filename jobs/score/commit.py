@@ -44,6 +44,18 @@ def data_files(partition: str) -> dict[str, int]:
     return found
 
 
+def own_files(partition: str) -> tuple[dict[str, int], int]:
+    """A run's own partition's files (:func:`data_files`), listed once, after removing
+    what interrupted local writes left (hidden ``.<name>.parquet.<id>.tmp`` files, never
+    published under their names); with how many were removed. Under the run's lease only."""
+    files = data_files(partition)
+    left = [n for n in files if storage.is_temporary(n)]
+    for name in left:
+        storage.remove(storage.join(partition, name))
+        del files[name]
+    return files, len(left)
+
+
 def parquet_files(partition: str, files: dict[str, int] | None = None) -> list[str]:
     """The partition's Parquet files (in its ``bucket=`` folders), as paths on its
     filesystem, sorted; of ``files`` (:func:`data_files`) when listed already."""

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from fiqa_core import storage
 from fiqa_core.config import setting
+from fiqa_core.engines.registry import list_engines
 from fiqa_core.errors import ConfigError
 from fiqa_core.images import DEFAULT_MAX_PIXELS
 from fiqa_core.preprocessing import PRECISIONS
@@ -64,7 +65,7 @@ class ScoreConfig:
                                  "fiqa export is run as it is); unset: onnx for an .onnx "
                                  "model, else torch. Scores agree to 1e-4, so like "
                                  "precision it does not change stage keys",
-                                 operational=True)
+                                 operational=True, choices=list_engines)
     precision: str = setting("auto", "model arithmetic: auto (bf16 where the hardware computes "
                              "it natively: CUDA GPUs, CPUs with AVX-512 BF16 or AMX; else "
                              "fp32), fp32 or bf16. An engine choice like use_gpu: scores agree "

@@ -11,7 +11,7 @@ from fiqa_core import storage
 from fiqa_core.errors import InputError
 
 from .actor import FAULT_MARKER
-from .commit import MARKER, data_files, manifest
+from .commit import MARKER, manifest, own_files
 from .summary import final_line, summarise
 
 log = logging.getLogger("fiqa.score")
@@ -24,7 +24,7 @@ def verify_rows(out: str, images: int, repair: Callable[[], dict]) -> dict:
     ``duplicates``, ``unlisted`` and an ``example`` of the latter. Rows that no repair
     accounts for, and files the run did not write, fail the run with nothing committed.
     """
-    files = _own_files(out)
+    files = own_files(out)[0]
     summary = summarise(out, files)
     if summary["rows"] != images:  # an image's rows twice, or rows of files not listed
         repaired = repair()
@@ -38,7 +38,7 @@ def verify_rows(out: str, images: int, repair: Callable[[], dict]) -> dict:
                 "or files were deleted since. Nothing was removed. Score into another output "
                 "(or run_date), or move this partition aside to rescore it."
             )
-        files = _own_files(out)
+        files = own_files(out)[0]
         summary = summarise(out, files)
     if summary["rows"] != images:
         raise InputError(
@@ -53,16 +53,6 @@ def verify_rows(out: str, images: int, repair: Callable[[], dict]) -> dict:
             "was committed. Move them out of the partition and run again"
         )
     return summary
-
-
-def _own_files(out: str) -> dict[str, int]:
-    """The partition's files, listed once for the counts, the manifest and the check for
-    foreign files; temporaries of a write task lost mid-write (and redone by Ray) removed."""
-    files = data_files(out)
-    for name in [n for n in files if storage.is_temporary(n)]:
-        storage.remove(storage.join(out, name))
-        del files[name]
-    return files
 
 
 def commit(out: str, summary: dict, lease, output: str) -> dict:

@@ -21,7 +21,7 @@ from .commit import MARKER, dates
 from .config import ScoreConfig, check, partition_uri
 from .finish import commit, verify_rows
 from .planning import repair
-from .stages import legacy_pipeline_id, pipeline_id
+from .stages import pipeline_id
 from .steps import execute, plan_run
 
 
@@ -44,8 +44,9 @@ def _already_complete(out: str, cfg: ScoreConfig, model) -> dict | None:
     if not storage.exists(marker):
         return None
     summary = json.loads(storage.read_bytes(marker))
-    done = summary.get("pipeline") or legacy_pipeline_id(cfg, model, summary.get("model"))
-    if done == pipeline_id(cfg, model) and summary.get("input") == cfg.input:
+    same = (summary.get("pipeline") == pipeline_id(cfg, model) if "pipeline" in summary
+            else summary.get("model") == model.id)  # written before pipeline ids: by model
+    if same and summary.get("input") == cfg.input:
         print(f"{out} is complete ({summary['rows']} rows, model {model.id}); nothing to do.")
         return summary
     same = " with other settings (draft, max_pixels or a stage)" if (

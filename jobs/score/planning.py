@@ -1,5 +1,5 @@
 """Incremental planning: per image, skip it (already in this run's output), reuse its row
-from the previous complete partition (same model, same file facts), or score it.
+from the previous complete partition (same pipeline id, same file facts), or score it.
 
 Only this run's own partition, under its lease, is ever changed here: a Parquet file in it
 that is provably cut short (its footer missing: :func:`is_partial`) is removed and its rows
@@ -23,7 +23,7 @@ from fiqa_core import storage
 from fiqa_core.errors import InputError
 from fiqa_core.tables import parquet_files
 
-from .commit import MARKER, data_files
+from .commit import MARKER
 from .commit import parquet_files as partition_files
 from .schema import CARRIED, FACTS, OUTPUT_SCHEMA, PLAN_SCHEMA, arrow
 
@@ -68,19 +68,26 @@ def has_rows(out: str) -> bool:
     return any(p.rstrip("/").rsplit("/", 1)[-1].startswith("bucket=") for p in fs.ls(root, False))
 
 
-def check_pipelines(out: str, pipeline: str, model_id: str, legacy) -> None:
+def check_pipelines(out: str, pipeline: str, model_id: str) -> None:
     """Refuse a partition that holds rows of another pipeline (an unfinished run with
     another model or settings): counting them as done would mix two pipelines' scores
-    under one ``_SUCCESS``."""
+    under one ``_SUCCESS``. Rows written before rows carried a pipeline id are checked by
+    their model, as then."""
     if not has_rows(out):
         return
     fs, _ = fsspec.core.url_to_fs(out)
     found: dict[str, str] = {}  # pipeline id -> model
     for f in partition_files(out):
         table = read_file(fs, f, ["model", "pipeline"], own=True, remove=False)
-        if table is not None:  # None: a partial file, which planning removes
-            rows = with_pipeline(table.to_pandas(), legacy)
-            found.update(zip(rows["pipeline"], rows["model"], strict=True))
+        if table is None:  # a partial file, which planning removes
+            continue
+        rows = table.to_pandas().dropna(subset=["model"])
+        if "pipeline" not in rows.columns:
+            rows["pipeline"] = None
+        old = rows["pipeline"].isna()  # by model: ours if it is this run's model
+        rows.loc[old, "pipeline"] = [pipeline if m == model_id else f"model {m}"
+                                     for m in rows.loc[old, "model"]]
+        found.update(zip(rows["pipeline"], rows["model"], strict=True))
     foreign = sorted(set(found) - {pipeline})
     if foreign:
         models = sorted({found[p] for p in foreign})
@@ -197,16 +204,6 @@ def is_partial(fs, path: str) -> bool:
     head = fs.cat_file(path, start=0, end=4)
     tail = fs.cat_file(path, start=size - 8, end=size)
     return not storage.parquet_tail_ok(size, head, tail)
-
-
-def remove_temporaries(out: str) -> int:
-    """Remove what interrupted local writes left in the run's own partition (hidden
-    ``.<name>.parquet.<id>.tmp`` files in its ``bucket=`` folders, never published under
-    their names); the count."""
-    left = [n for n in data_files(out) if storage.is_temporary(n)]
-    for n in left:
-        storage.remove(storage.join(out, n))
-    return len(left)
 
 
 def _same_facts(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:

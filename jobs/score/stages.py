@@ -80,11 +80,15 @@ def _task_resources(ctx: Context) -> dict:
 
 def _actor_kwargs(ctx: Context) -> dict:
     d, cfg = ctx.decisions, ctx.cfg
+    import ray
+
     from fiqa_core import storage
 
+    # a converted model goes to the actors through Ray's object store, once: as a
+    # constructor argument its bytes would be copied into the spec (Ray keys it by repr)
     return {
         "load": d.engine.load,
-        "model": d.converted if d.converted is not None else d.model,
+        "model": ray.put(d.converted) if d.converted is not None else d.model,
         "options": d.load_options(cfg.batch_size, cfg.max_pixels, cfg.compile),
         "model_id": d.config.id,
         "pipeline": ctx.pipeline,
@@ -123,7 +127,8 @@ SCORE_STAGES: tuple[ScoreStage, ...] = (
         fn="jobs.score.actor:ScoreActor",
         kwargs=_actor_kwargs,
         resources=_actor_resources,
-        identity=lambda cfg, model: {"model": model.id},
+        identity=lambda cfg, model: {"model": model.id, "calibration": (
+            model.calibration.to_dict() if model.calibration else None)},
         batch_format="numpy", actor=True,
     ),
 )
@@ -139,20 +144,26 @@ def pipeline_id(cfg: ScoreConfig, model: CheckpointConfig,
     return "pl-" + hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+BASE_STAGES = ("read", "decode", "score")  # what ran before rows carried a pipeline id
+
+
 def legacy_pipeline_id(cfg: ScoreConfig, model: CheckpointConfig, model_id: str) -> str:
-    """The pipeline id of rows written before rows carried one (model id alone): the
-    default pipeline with model ``model_id``."""
+    """The pipeline id of rows written before rows carried one (keyed on their model id
+    alone): the default base pipeline with model ``model_id``. What a night reuses from an
+    older night; a partition's own rows and its ``_SUCCESS`` are checked by model id."""
     defaults = replace(cfg, draft=False, max_pixels=DEFAULT_MAX_PIXELS)
-    return pipeline_id(defaults, replace(model, id=model_id))
+    base = tuple(s for s in SCORE_STAGES if s.name in BASE_STAGES)
+    return pipeline_id(defaults, replace(model, id=model_id), base)
 
 
 def build(ds, ctx: Context, stages: tuple[ScoreStage, ...] = SCORE_STAGES):
     """``ds`` through every enabled stage, in order."""
     import ray
 
-    for stage in stages:
-        if not stage.enabled(ctx.cfg):
-            continue
+    enabled = [s for s in stages if s.enabled(ctx.cfg)]
+    print("fiqa: stages: " + " -> ".join(f"{s.name} ({s.description})" for s in enabled),
+          flush=True)
+    for stage in enabled:
         resources = dict(stage.resources(ctx))
         kwargs = stage.kwargs(ctx)
         if stage.actor:

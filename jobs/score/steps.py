@@ -13,10 +13,10 @@ from fiqa_core import storage
 from fiqa_core.checkpoint_config import CheckpointConfig
 from jobs import faults
 
-from .commit import previous_partition
+from .commit import own_files, previous_partition
 from .config import ScoreConfig
 from .listing import col, list_images
-from .planning import buckets_of, check_pipelines, finish_reused, plan, remove_temporaries
+from .planning import buckets_of, check_pipelines, finish_reused, plan
 from .stages import Context, build, legacy_pipeline_id, pipeline_id
 
 log = logging.getLogger("fiqa.score")
@@ -62,10 +62,10 @@ def plan_run(cfg: ScoreConfig, nightly: bool, model: CheckpointConfig, out: str,
     listing, n_files = list_images(cfg)
     images = listing.count()
     print(f"fiqa: listed {n_files} files, {images} images ({time.time() - t0:.0f} s)", flush=True)
-    removed = remove_temporaries(out)  # this run's own partition, under its lease
+    removed = own_files(out)[1]  # this run's own partition, under its lease
     if removed:
         log.warning("%s: removed %d temporary file(s) of an interrupted write", out, removed)
-    check_pipelines(out, pipeline, model.id, legacy)
+    check_pipelines(out, pipeline, model.id)
     previous, damaged = previous_partition(cfg.output, out) if nightly else (None, [])
     if previous and buckets_of(previous) != cfg.buckets:
         log.warning("%s used %s buckets, not %d: rescoring everything", previous,
