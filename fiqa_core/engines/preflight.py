@@ -94,8 +94,9 @@ def preflight(cfg, resources: Mapping[str, float], config: CheckpointConfig | No
 def load_scorer(model: str, engine: str | None = None, **options):
     """A scorer for ``model`` on ``engine`` (unset: the engine whose files ``model`` is,
     else torch). ``options`` go to the engine's ``load`` (``device``, ``batch_size``,
-    ``max_pixels``, ``threads``, and ``precision`` / ``compile`` where it takes them). An
-    engine with its own format given a checkpoint directory converts it in memory first."""
+    ``max_pixels``, ``threads``, and ``precision`` / ``compile`` where it takes them;
+    ``threads`` on the torch engine sets this process's torch threads). An engine with its
+    own format given a checkpoint directory converts it in memory first."""
     chosen = resolve_engine(engine, model)
     check_settings(chosen, options.get("precision", "auto"), options.get("compile", False))
     if chosen.converts(model):
