@@ -44,15 +44,16 @@ def _already_complete(out: str, cfg: ScoreConfig, model) -> dict | None:
     if not storage.exists(marker):
         return None
     summary = json.loads(storage.read_bytes(marker))
+    same_model = summary.get("model") == model.id
     same = (summary.get("pipeline") == pipeline_id(cfg, model) if "pipeline" in summary
-            else summary.get("model") == model.id)  # written before pipeline ids: by model
+            else same_model)  # written before pipeline ids: by model, as then
     if same and summary.get("input") == cfg.input:
         print(f"{out} is complete ({summary['rows']} rows, model {model.id}); nothing to do.")
         return summary
-    same = " with other settings (draft, max_pixels or a stage)" if (
-        summary.get("model") == model.id) else ""
+    settings = " with other settings (draft, max_pixels or a stage)" if (
+        same_model and not same) else ""
     raise ConfigError(
-        f"{out} already holds a complete run with model {summary.get('model')}{same} over "
+        f"{out} already holds a complete run with model {summary.get('model')}{settings} over "
         f"{summary.get('input')}; write to another output (or run_date)"
     )
 
