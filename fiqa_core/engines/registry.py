@@ -174,8 +174,7 @@ def read_model_config(model: str):
 register_engine(Engine(
     "torch", load="fiqa_core.engines.torch_engine:load",
     precisions=PRECISIONS, compiles=True, decodes_on_device=True,
-    description="PyTorch on a checkpoint directory: bf16 where native, torch.compile, "
-                "JPEGs decoded on the device",
+    description="PyTorch: bf16 where native, torch.compile, JPEGs decoded on the device",
 ))
 register_engine(Engine(
     "onnx", load="fiqa_core.engines.onnx_engine:load", files=(".onnx",),
@@ -189,5 +188,6 @@ register_engine(Engine(
     no_gpu_warning="the cluster has GPUs but this onnxruntime has no CUDA provider: the onnx "
                    "engine scores on CPUs (install onnxruntime-gpu to use them)",
     about_settings="the onnx engine runs the exported file in fp32 on pixels the CPU prepares",
-    description="ONNX Runtime on a fiqa export file (or a checkpoint, exported once per run)",
+    description="ONNX Runtime in fp32, no torch (a checkpoint directory is exported once "
+                "per run)",
 ))
