@@ -41,7 +41,7 @@ def submit(cluster: LocalCluster, lake: Path, out: Path) -> tuple[object, str]:
     job = client.submit_job(
         entrypoint=(
             f"python -m jobs.cli pseudo-label input={lake / 'images'} model={lake / 'model'} "
-            f"output={out} scorers=2 scorer_cpus=1 decode_batch_size=16 batch_size=32 "
+            f"output={out} scorers=2 scorer_cpus=0.5 decode_batch_size=16 batch_size=32 "
             "buckets=8"
         ),
         runtime_env={
@@ -90,29 +90,31 @@ def test_job_submitted_to_a_two_node_cluster(cluster, lake, tmp_path):
     assert set(rows["path"]) == {str(p) for p in (lake / "images").rglob("*.*")}
 
 
-def scorers_on(cluster: LocalCluster, resource: str) -> list[str]:
-    """The live scoring actors on the node that has ``resource``, from Ray's state API."""
-    from ray.util.state import list_actors, list_nodes
+def work_on(cluster: LocalCluster, resource: str) -> list[str]:
+    """The pipeline's work on the node that has ``resource``, from Ray's state API: live
+    scoring actors there, and read/decode tasks that ran or run there (each lasts a
+    fraction of a second, too short to be caught running every time)."""
+    from ray.util.state import list_actors, list_nodes, list_tasks
 
-    nodes = list_nodes(address=cluster.dashboard_url, filters=[("state", "=", "ALIVE")])
+    url = cluster.dashboard_url
+    nodes = list_nodes(address=url, filters=[("state", "=", "ALIVE")])
     node = next(n.node_id for n in nodes if n.resources_total.get(resource))
-    actors = list_actors(address=cluster.dashboard_url, filters=[("state", "=", "ALIVE")],
-                         detail=True)
-    return [a.actor_id for a in actors if a.node_id == node and "ScoreActor" in a.class_name]
+    actors = list_actors(address=url, filters=[("state", "=", "ALIVE")], limit=10_000)
+    tasks = list_tasks(address=url, limit=10_000)
+    return ([f"actor {a.class_name}" for a in actors
+             if a.node_id == node and "ScoreActor" in a.class_name]
+            + [f"task {t.name}" for t in tasks if t.node_id == node and "read_batch" in t.name])
 
 
 def test_job_survives_losing_the_worker_node(cluster, lake, tmp_path):
     out = tmp_path / "out"
     client, job = submit(cluster, lake, out)
-    # kill the second node's raylet once a scoring actor is at work there (results are
-    # written in large batches, so no shard appears before the end of a run this small).
-    # Two 1-CPU scorers: Ray places the second on the worker (the head's 3 CPUs are more
-    # than half used by then, or SPREAD, whichever applies), and the head keeps room for
-    # the lost one's replacement and for decoding
-    status = wait(client, job, until=lambda s: s == "RUNNING"
-                  and scorers_on(cluster, "second_node"))
+    # kill the second node's raylet, mid-job, once the pipeline has worked there: a scoring
+    # actor alive, or read/decode tasks run there (results are written in large batches,
+    # so no shard appears before the end of a run this small)
+    status = wait(client, job, until=lambda s: s == "RUNNING" and work_on(cluster, "second_node"))
     assert status == "RUNNING", client.get_job_logs(job)
-    assert scorers_on(cluster, "second_node")  # the node about to die holds scoring work
+    assert work_on(cluster, "second_node")  # the node about to die holds the job's work
     assert not (out / "_SUCCESS").exists()
     assert cluster.kill_raylet(cluster.worker_port) == 1
     status = wait(client, job)
