@@ -61,8 +61,8 @@ def test_a_changed_bucket_count_rescores_everything_with_a_warning(tmp_path, mod
         night = score_job.run(four)
     assert (night["scored"], night["reused"], night["buckets"]) == (12, 0, 4)
     assert "used 8 buckets, not 4: rescoring everything" in caplog.text
-    assert sorted(p.name for p in (out / "date=2026-11-21").glob("bucket=*")) <= [
-        f"bucket={i}" for i in range(4)]
+    assert {p.name for p in (out / "date=2026-11-21").glob("bucket=*")} <= {
+        f"bucket={i}" for i in range(4)}  # a subset: a bucket may hold none of 12 paths
 
 
 def _previous(tmp_path, rows: list[dict]) -> str:
