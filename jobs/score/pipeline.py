@@ -16,6 +16,7 @@ from fiqa_core.images import Decoded, prepare_image
 from fiqa_core.lake import load_images
 
 from .config import ScoreConfig
+from .schema import arrow
 
 DEFERRED = "deferred"  # inside the pipeline only: the scoring actor decodes it on its device
 READ_OK = ""  # inside the pipeline only: read, not decoded yet
@@ -39,11 +40,6 @@ def decode_task_memory(cfg: ScoreConfig, size: int) -> int:
     return process + 4_000_000 * 3 + cfg.decode_batch_size * (2_000_000 + size * size * 3)
 
 
-def _table(columns: dict, schema: pa.Schema) -> pa.Table:
-    return pa.table({f.name: pa.array(columns[f.name], type=f.type, from_pandas=True)
-                     for f in schema}, schema=schema)
-
-
 def read_batch(batch: pd.DataFrame, threads: int) -> pa.Table:
     """Each row's bytes, read concurrently (the store's client retries transient errors);
     an object that cannot be read gets its status (``missing`` / ``read_error``) here."""
@@ -60,7 +56,7 @@ def read_batch(batch: pd.DataFrame, threads: int) -> pa.Table:
     columns["encoded"] = [kept.get(id(r), b"") for r in results]
     columns["status"] = [r.status for r in results]
     columns["error"] = [r.error for r in results]
-    return _table(columns, READ_SCHEMA)
+    return arrow(pd.DataFrame(columns), READ_SCHEMA)
 
 
 def decode_batch(batch: pd.DataFrame, size: int, draft: bool, max_pixels: int,
@@ -91,7 +87,7 @@ def decode_batch(batch: pd.DataFrame, size: int, draft: bool, max_pixels: int,
     columns = {c: batch[c] for c in FACT_COLUMNS}
     columns.update(pixels=pixels, encoded=encoded, status=status, error=error, width=width,
                    height=height)
-    return _table(columns, DECODED_SCHEMA)
+    return arrow(pd.DataFrame(columns), DECODED_SCHEMA)
 
 
 def stack_pixels(rows, size: int) -> np.ndarray:
