@@ -9,11 +9,11 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 
-from fiqa_core import storage
-from fiqa_core.errors import ConfigError, NotFoundError
+from fiqa_core.errors import NotFoundError
 from fiqa_core.lake import bucket_of, is_image_path, list_top, list_under
 
 from .config import ScoreConfig
+from .manifests import is_manifest, read_manifest
 from .schema import FACTS, LISTING_SCHEMA, arrow
 
 
@@ -21,15 +21,8 @@ def list_images(cfg: ScoreConfig):
     """All image files under the input, as a materialized dataset, and the count of all files."""
     import ray
 
-    from jobs.ray_env import read_parquet
-
-    if cfg.input.lower().endswith((".parquet", ".pq")):
-        if not storage.exists(cfg.input):
-            raise NotFoundError(f"{cfg.input}: manifest not found")
-        manifest = read_parquet(cfg.input)
-        if "path" not in manifest.columns():
-            raise ConfigError(f"{cfg.input}: manifest needs a 'path' column")
-        listed = manifest.map_batches(_manifest_rows, batch_format="pandas")
+    if is_manifest(cfg):
+        listed = read_manifest(cfg)
     else:
         root_files, dirs = list_top(cfg.input)
         parts = [ray.data.from_pandas(pd.DataFrame(root_files, columns=["path", *FACTS]))]
@@ -54,13 +47,6 @@ def col(name: str):
     from ray.data.expressions import col
 
     return col(name)
-
-
-def _manifest_rows(batch: pd.DataFrame) -> pd.DataFrame:
-    out = pd.DataFrame({"path": batch["path"].astype(str)})
-    for c in FACTS:
-        out[c] = batch[c] if c in batch.columns else None
-    return out
 
 
 def _tag_listing(batch: pd.DataFrame, buckets: int) -> pa.Table:
