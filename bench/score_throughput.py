@@ -240,32 +240,50 @@ def _ray_worker_pids() -> list[int]:
     return pids
 
 
-def job_run(lake: str, ckpt: str, out: str, device: str, settings: list[str] = ()) -> dict:
-    """Run the job in this process, sampling driver and worker memory meanwhile."""
-    from fiqa_core.config import resolve_config
-    from jobs import score
+class MemoryPeaks:
+    """Peak resident memory of this process (the driver) and of the largest Ray worker,
+    sampled every 0.5 s between ``start()`` and ``stop()``; ``driver_pid`` samples another
+    process as the driver (a child running the job)."""
 
-    peak = {"driver_mb": 0.0, "worker_mb": 0.0, "worker_rss_mb": 0.0, "worker_roles": ""}
-    by_pid: dict[int, list] = {}  # pid -> [peak private MB, roles seen]
-    stop = threading.Event()
+    def __init__(self, driver_pid: int | None = None):
+        self.driver_pid = driver_pid or os.getpid()
+        self.peak = {"driver_mb": 0.0, "worker_mb": 0.0, "worker_rss_mb": 0.0,
+                     "worker_roles": ""}
+        self._by_pid: dict[int, list] = {}  # pid -> [peak private MB, roles seen]
+        self._stop = threading.Event()
 
-    def sample():
-        while not stop.is_set():
-            peak["driver_mb"] = max(peak["driver_mb"], _rss_mb(os.getpid()))
+    def _sample(self) -> None:
+        peak = self.peak
+        while not self._stop.is_set():
+            peak["driver_mb"] = max(peak["driver_mb"], _rss_mb(self.driver_pid))
             for pid in _ray_worker_pids():
                 mb, role = _rss_mb(pid), _role(pid)
-                entry = by_pid.setdefault(pid, [0.0, set()])
+                entry = self._by_pid.setdefault(pid, [0.0, set()])
                 if mb > entry[0] + 8:  # a new high: remember what the worker was doing
                     entry[0], entry[1] = mb, set()
                 if role and mb >= entry[0] - 8:
                     entry[1].add(role)
                 peak["worker_rss_mb"] = max(peak["worker_rss_mb"], _rss_mb(pid, "VmRSS"))
-            if by_pid:
-                mb, roles = max(by_pid.values(), key=lambda e: e[0])
+            if self._by_pid:
+                mb, roles = max(self._by_pid.values(), key=lambda e: e[0])
                 peak["worker_mb"], peak["worker_roles"] = mb, ", ".join(sorted(roles))
             time.sleep(0.5)
 
-    threading.Thread(target=sample, daemon=True).start()
+    def start(self) -> MemoryPeaks:
+        threading.Thread(target=self._sample, daemon=True).start()
+        return self
+
+    def stop(self) -> dict:
+        self._stop.set()
+        return dict(self.peak)
+
+
+def job_run(lake: str, ckpt: str, out: str, device: str, settings: list[str] = ()) -> dict:
+    """Run the job in this process, sampling driver and worker memory meanwhile."""
+    from fiqa_core.config import resolve_config
+    from jobs import score
+
+    peaks = MemoryPeaks().start()
     cfg = resolve_config(
         score.ScoreConfig,
         None,
@@ -278,8 +296,7 @@ def job_run(lake: str, ckpt: str, out: str, device: str, settings: list[str] = (
         ],
     )
     summary = score.run(cfg, nightly=False)
-    stop.set()
-    return {**summary, **peak, "parquet_files": len(list(Path(out).rglob("*.parquet")))}
+    return {**summary, **peaks.stop(), "parquet_files": len(list(Path(out).rglob("*.parquet")))}
 
 
 def cold_start(images: int, code_roots: list[str], realistic: bool,

@@ -11,7 +11,7 @@ import torch
 
 from fiqa_core import create_model, read_checkpoint_config, save_checkpoint
 from jobs import score as score_job
-from jobs.score.planning import plan_bucket
+from jobs.score.planning import plan_bucket, same_facts
 from jobs.score.stages import legacy_pipeline_id, pipeline_id
 from tests.test_score import cfg, image_files, make_lake, read_partition
 
@@ -43,8 +43,10 @@ def test_a_night_with_a_new_model_or_settings_reuses_nothing(tmp_path, models, r
     assert set(rows["pipeline"]) == {second["pipeline"]} != {first["pipeline"]}
     # the same model with other decoding settings is another pipeline: nothing reused
     third = score_job.run(cfg(input=lake, model=b, output=out, run_date="2026-11-22",
-                              draft="true"))
+                              draft="true", keep_nights="2"))
     assert (third["scored"], third["reused"]) == (20, 0)
+    # retention: the newest two nights are kept, the first is gone, folder and all
+    assert sorted(p.name for p in out.iterdir()) == ["date=2026-11-21", "date=2026-11-22"]
     assert third["pipeline"] != second["pipeline"] and third["model"] == second["model"]
     assert set(read_partition(str(out / "date=2026-11-22"))["pipeline"]) == {third["pipeline"]}
 
@@ -91,12 +93,22 @@ def test_rows_that_could_not_be_read_are_scored_again(tmp_path, models):
         {"path": "/l/c.jpg", "score": None, "raw_score": None, "status": "corrupt",
          "error": "broken", "width": None, "height": None, **common},
     ])
-    plan = plan_bucket(_listing(["/l/a.jpg", "/l/b.jpg", "/l/c.jpg"]), str(tmp_path / "new"),
+    new = tmp_path / "new"
+    plan = plan_bucket(_listing(["/l/a.jpg", "/l/b.jpg", "/l/c.jpg"]), str(new),
                        prev, pid, lambda m: legacy_pipeline_id(c, model, m)).to_pandas()
-    actions = dict(zip(plan["path"], plan["action"], strict=True))
     # a read error was the store's, not the image's: asked again; a corrupt file stays so
-    assert actions == {"/l/a.jpg": "reuse", "/l/b.jpg": "score", "/l/c.jpg": "reuse"}
-    assert plan.set_index("path").at["/l/a.jpg", "pipeline"] == pid
+    assert list(plan["path"]) == ["/l/b.jpg"]
+    carried = list((new / "bucket=0").glob("reused-*.parquet"))
+    assert len(carried) == 1
+    rows = pq.read_table(carried[0]).to_pandas().set_index("path")
+    assert sorted(rows.index) == ["/l/a.jpg", "/l/c.jpg"] and rows["reused"].all()
+    assert rows.at["/l/a.jpg", "score"] == 3.0 and rows.at["/l/c.jpg", "status"] == "corrupt"
+    assert set(rows["pipeline"]) == {pid} and rows.at["/l/a.jpg", "width"] == 40
+    # planned again (a rerun, or Ray retrying the task): the carried rows count as done
+    again = plan_bucket(_listing(["/l/a.jpg", "/l/b.jpg", "/l/c.jpg"]), str(new),
+                        prev, pid, lambda m: legacy_pipeline_id(c, model, m)).to_pandas()
+    assert list(again["path"]) == ["/l/b.jpg"]
+    assert len(list((new / "bucket=0").glob("*.parquet"))) == 1
 
 
 def test_a_partition_from_before_pipeline_ids_is_read_as_its_model_alone(tmp_path, models,
@@ -128,3 +140,14 @@ def test_a_partition_from_before_pipeline_ids_is_read_as_its_model_alone(tmp_pat
     drafted = score_job.run(cfg(input=lake, model=models[0], output=out,
                                 run_date="2026-11-22", draft="true"))
     assert drafted["reused"] == 0
+
+
+def test_facts_compare_row_by_row_with_unknowns_equal():
+    listed = pd.DataFrame({"size": pd.array([10, 10, 10, None, 10], dtype="Int64"),
+                           "mtime": [1.0, 1.0, None, 1.0, 1.5],
+                           "etag": ["a", None, "a", "a", "a"]})
+    before = pd.DataFrame({"size": [10.0, 10.0, 10.0, None, 10.0],  # as pandas may read them
+                           "mtime": [1.0, 1.0, None, 1.0, 1.0],
+                           "etag": ["a", None, "a", "b", "a"]}, index=[7, 8, 9, 10, 11])
+    assert list(same_facts(listed, before)) == [True, True, True, False, False]
+    assert list(same_facts(listed.iloc[:0], before.iloc[:0])) == []

@@ -143,7 +143,9 @@ def test_nightly_rescoring_is_incremental(tmp_path, checkpoint, ray_local):
     day1 = read_partition(str(out / "date=2026-11-20")).set_index("path")
     day2 = read_partition(str(out / "date=2026-11-21")).set_index("path")
     assert len(day2) == 65 and day2.index.is_unique
-    assert second["files"] == len(list((out / "date=2026-11-21").rglob("*.parquet"))) <= 8
+    # per bucket (8): one file of rows carried forward, one of the rows scored
+    assert second["files"] == len(list((out / "date=2026-11-21").rglob("*.parquet"))) <= 16
+    assert len(list((out / "date=2026-11-21").rglob("reused-*.parquet"))) == 8
     rescored = set(day2.index[~day2["reused"]])
     assert rescored == set(changed) | set(image_files(lake / "people" / "new"))
     kept = day2[day2["reused"]]

@@ -19,6 +19,7 @@ from fiqa_core import storage
 
 log = logging.getLogger("fiqa.score")
 MARKER = "_SUCCESS"
+RETIRED = "_RETIRED"  # a partition that retention (keep_nights) is removing
 NOT_DATA = "_"  # bookkeeping (_SUCCESS, _LEASE*, test markers), as Parquet readers skip it
 
 
@@ -161,7 +162,8 @@ def previous_partition(output: str, current: str) -> tuple[str | None, list[dict
     damaged = []
     for name in reversed([d for d in dates(output) if d < this]):
         part = storage.join(output, name)
-        if not storage.exists(storage.join(part, MARKER)):
+        if not storage.exists(storage.join(part, MARKER)) or storage.exists(
+                storage.join(part, RETIRED)):
             continue
         problems = verify(part)
         if not problems:

@@ -44,6 +44,10 @@ class ScoreConfig:
                           "<output>/date=YYYY-MM-DD/ below it")
     run_date: str | None = setting(None, "fiqa score: the date partition YYYY-MM-DD; "
                                    "unset: today (UTC)")
+    keep_nights: int | None = setting(None, "fiqa score: after a night commits, remove the "
+                                      "committed date= partitions older than the newest "
+                                      "keep_nights (the night just written always kept); "
+                                      "unset: keep every night", operational=True)
     buckets: int = setting(64, "output partitions by a stable hash of the path; keep it fixed "
                            "across runs (a change rescores everything)")
     batch_size: int | None = setting(None, "images per forward pass; unset: 8 on a CPU (a "
@@ -101,10 +105,11 @@ class ScoreConfig:
 
 def check(cfg: ScoreConfig) -> None:
     counts = (cfg.buckets, cfg.batch_size or 1, cfg.decode_batch_size, cfg.scorer_threads or 1)
-    if min(counts) < 1 or cfg.write_batch_mb <= 0 or cfg.scorer_cpus <= 0:
+    if min(counts) < 1 or cfg.write_batch_mb <= 0 or cfg.scorer_cpus <= 0 or (
+            cfg.keep_nights is not None and cfg.keep_nights < 1):
         raise ConfigError(
-            "buckets, batch_size, decode_batch_size and scorer_threads must be >= 1, "
-            "write_batch_mb and scorer_cpus > 0"
+            "buckets, batch_size, decode_batch_size, scorer_threads and keep_nights must be "
+            ">= 1, write_batch_mb and scorer_cpus > 0"
         )
     from fiqa_core.engines import check_run
 

@@ -21,6 +21,7 @@ from .commit import MARKER, dates
 from .config import ScoreConfig, check, partition_uri
 from .finish import commit, verify_rows
 from .planning import repair
+from .retention import check_not_retired, retire
 from .stages import pipeline_id
 from .steps import execute, plan_run
 
@@ -92,6 +93,7 @@ def run(cfg: ScoreConfig, nightly: bool = True) -> dict:
     prog = "fiqa score" if nightly else "fiqa pseudo-label"
     try:
         _check_output_kind(cfg.output, nightly)
+        check_not_retired(out)
         done = _already_complete(out, cfg, model)
         if done is not None:
             return done
@@ -124,12 +126,19 @@ def _reason(e: BaseException) -> str:
 def _run(cfg: ScoreConfig, nightly: bool, model, out: str, lease) -> dict:
     t0 = time.time()
     planned = plan_run(cfg, nightly, model, out, t0)
+    t_exec = time.time()
     execute(planned, out)
+    planned.seconds["score_and_write"] = time.time() - t_exec
+    t_verify = time.time()
 
     def repair_rows() -> dict:
         lease.check()  # still ours: repair rewrites files
         return repair(planned.listing, out, cfg.buckets)
 
     summary = verify_rows(out, planned.images, repair_rows)
+    planned.seconds["verify"] = time.time() - t_verify
     summary.update(planned.facts(t0))
-    return commit(out, summary, lease, cfg.output)
+    summary = commit(out, summary, lease, cfg.output)
+    if nightly:  # committed: what retention does (or fails to do) cannot change that
+        retire(cfg.output, out, cfg.keep_nights)
+    return summary

@@ -16,16 +16,14 @@ from fiqa_core.images import Decoded, prepare_image
 from fiqa_core.lake import load_images
 
 from .config import ScoreConfig
-from .schema import arrow
+from .schema import PLAN_SCHEMA, arrow
 
 DEFERRED = "deferred"  # inside the pipeline only: the scoring actor decodes it on its device
 READ_OK = ""  # inside the pipeline only: read, not decoded yet
 FACT_COLUMNS = ("path", "size", "mtime", "etag", "bucket")
-ROW_SCHEMA = pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()),
-                        ("etag", pa.string()), ("bucket", pa.int64())])
-READ_SCHEMA = pa.schema([*ROW_SCHEMA, ("encoded", pa.binary()), ("status", pa.string()),
+READ_SCHEMA = pa.schema([*PLAN_SCHEMA, ("encoded", pa.binary()), ("status", pa.string()),
                          ("error", pa.string())])
-DECODED_SCHEMA = pa.schema([*ROW_SCHEMA, ("pixels", pa.binary()), ("encoded", pa.binary()),
+DECODED_SCHEMA = pa.schema([*PLAN_SCHEMA, ("pixels", pa.binary()), ("encoded", pa.binary()),
                             ("status", pa.string()), ("error", pa.string()),
                             ("width", pa.int64()), ("height", pa.int64())])
 

@@ -25,7 +25,7 @@ from fiqa_core.tables import parquet_files
 
 from .commit import MARKER
 from .commit import parquet_files as partition_files
-from .schema import CARRIED, FACTS, OUTPUT_SCHEMA, PLAN_SCHEMA, arrow
+from .schema import CARRIED, FACTS, FILE_SCHEMA, OUTPUT_SCHEMA, PLAN_SCHEMA, ROW_GROUP_ROWS, arrow
 
 log = logging.getLogger("fiqa.score")
 
@@ -37,19 +37,23 @@ def buckets_of(partition: str | None) -> int | None:
     return json.loads(storage.read_bytes(storage.join(partition, MARKER))).get("buckets")
 
 
-def plan(listing, out: str, previous: str | None, pipeline: str, buckets: int, legacy):
-    """Per image: score, or reuse (nightly, unchanged, same pipeline id); rows already in
-    ``out`` drop out. ``legacy(model_id)``: the pipeline id of a row written before rows
-    carried one.
+def plan(listing, out: str, previous: str | None, pipeline: str, buckets: int, legacy,
+         tasks: int | None = None):
+    """The rows to score: those neither in ``out`` already nor unchanged since ``previous``
+    (nightly: same pipeline id, same facts), whose rows :func:`plan_bucket` carries forward
+    into ``out`` as it plans. ``legacy(model_id)``: the pipeline id of a row written before
+    rows carried one.
 
-    The shuffle by bucket has one partition per bucket: Ray's default (200) spent ~15 s
-    scheduling empty reduce tasks on a 2-core machine for a 16-image night.
+    The shuffle by bucket has ``tasks`` partitions (at most one per bucket; each plans its
+    buckets one by one): Ray's default (200) spent ~15 s scheduling empty reduce tasks on a
+    2-core machine for a 16-image night, and one task per bucket still cost more in task
+    overheads than their work on a small cluster.
     """
     if previous is None and not has_rows(out):
         # a first run into an empty output: nothing to skip or carry, so no shuffle by bucket
         return listing.map_batches(_plan_all, batch_format="pandas")
     return (
-        listing.groupby("bucket", num_partitions=buckets)
+        listing.groupby("bucket", num_partitions=max(1, min(buckets, tasks or buckets)))
         .map_groups(
             plan_bucket,
             fn_kwargs={"done": out, "previous": previous, "pipeline": pipeline,
@@ -143,7 +147,7 @@ def repair_bucket(group: pd.DataFrame, out: str) -> pd.DataFrame:
         # which the next run repairs the same way
         fixed = f"{root}/repaired-{uuid.uuid4().hex}.parquet"
         table = arrow(keep.reset_index(drop=True).drop(columns=["bucket"], errors="ignore"),
-                      pa.schema([f for f in OUTPUT_SCHEMA if f.name != "bucket"]))
+                      FILE_SCHEMA)
         with storage.ParquetOutput(fs, fixed) as f:  # published whole or not at all
             pq.write_table(table, f)
         for old in files:
@@ -206,43 +210,64 @@ def is_partial(fs, path: str) -> bool:
     return not storage.parquet_tail_ok(size, head, tail)
 
 
-def _same_facts(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
+def same_facts(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
+    """Row by row, whether every fact of ``a`` equals ``b``'s (both unknown counts as
+    equal), vectorised: a night compares a million rows' facts in well under a second."""
     same = np.ones(len(a), dtype=bool)
     for c in FACTS:
-        x, y = a[c].to_numpy(dtype=object), b[c].to_numpy(dtype=object)
-        same &= np.array([(pd.isna(u) and pd.isna(v)) or u == v for u, v in zip(x, y, strict=True)])
+        x, y = a[c].reset_index(drop=True), b[c].reset_index(drop=True)
+        if c == "etag":
+            x, y = x.astype(object), y.astype(object)
+        else:  # numbers: nullable floats compare the same whatever pandas made of them
+            x, y = pd.to_numeric(x).astype("Float64"), pd.to_numeric(y).astype("Float64")
+        both_unknown = (x.isna() & y.isna()).to_numpy(dtype=bool)
+        equal = (x == y).fillna(False).to_numpy(dtype=bool)
+        same &= equal | both_unknown
     return same
 
 
 def plan_bucket(group: pd.DataFrame, done: str, previous: str | None, pipeline: str,
                 legacy) -> pa.Table:
-    """Decide per listed image: already in this run's output (drop), reuse, or score."""
+    """Per listed image of one bucket: already in this run's output (dropped), unchanged
+    since ``previous`` (its row carried forward), or to score (the rows returned).
+
+    Carried rows never pass through the pipeline: they are written here, straight into this
+    run's bucket folder, as one file published whole (a rerun then finds them done). So a
+    night's cost follows what changed: a million-image night moves only its new rows."""
     bucket = int(group["bucket"].iloc[0])
     finished = set(read_bucket(done, bucket, columns=["path"], own=True)["path"])
     todo = group[~group["path"].isin(finished)].reset_index(drop=True)
-    plan = pd.DataFrame({c: [None] * len(todo) for c in PLAN_SCHEMA.names})
-    for c in ("path", "bucket", *FACTS):
-        plan[c] = todo[c].to_numpy(dtype=object)
-    plan["action"] = "score"
-    prev = read_bucket(previous, bucket)
-    if len(prev) and len(plan):
+    reuse = np.zeros(len(todo), dtype=bool)
+    prev = read_bucket(previous, bucket) if len(todo) else pd.DataFrame()
+    if len(prev):
         prev = with_pipeline(prev, legacy)
         prev = prev[(prev["pipeline"] == pipeline) & (prev["status"] != "read_error")]
-        prev = prev.drop_duplicates("path", keep="last").set_index("path")
-        hit = plan["path"].isin(prev.index).to_numpy()
-        if hit.any():
-            old = prev.loc[plan.loc[hit, "path"]].reset_index()
-            same = _same_facts(plan.loc[hit].reset_index(drop=True), old)
-            rows = np.flatnonzero(hit)[same]
-            for c in CARRIED:
-                plan.loc[rows, c] = old.loc[same, c].to_numpy(dtype=object)
-            plan.loc[rows, "action"] = "reuse"
-    return arrow(plan, PLAN_SCHEMA)
+        prev = prev.drop_duplicates("path", keep="last").reset_index(drop=True)
+        pairs = todo[["path", *FACTS]].reset_index(names="todo_row").merge(
+            prev.reset_index(names="prev_row"), on="path", suffixes=("", "_prev"))
+        facts_prev = pairs[[f"{c}_prev" for c in FACTS]].set_axis(list(FACTS), axis=1)
+        pairs = pairs[same_facts(pairs, facts_prev)]
+        if len(pairs):
+            reuse[pairs["todo_row"].to_numpy()] = True
+            carry_forward(prev.iloc[pairs["prev_row"].to_numpy()], todo.iloc[
+                pairs["todo_row"].to_numpy()], done, bucket)
+    return arrow(todo[~reuse], PLAN_SCHEMA)
+
+
+def carry_forward(prev: pd.DataFrame, listed: pd.DataFrame, out: str, bucket: int) -> None:
+    """Write the rows carried from the night before into ``out``'s bucket folder: their
+    scores and the listing's facts (equal), marked reused; the file is published whole."""
+    rows = prev[list(CARRIED)].reset_index(drop=True)
+    for c in ("path", *FACTS):
+        rows[c] = listed[c].to_numpy(dtype=object)
+    rows["reused"] = True
+    table = arrow(rows, FILE_SCHEMA)
+    fs, root = fsspec.core.url_to_fs(storage.join(out, f"bucket={bucket}"))
+    with storage.ParquetOutput(fs, f"{root}/reused-{uuid.uuid4().hex}.parquet") as f:
+        pq.write_table(table, f, row_group_size=ROW_GROUP_ROWS)
 
 
 def _plan_all(batch: pd.DataFrame) -> pa.Table:
-    return arrow(batch.assign(action="score"), PLAN_SCHEMA)
+    return arrow(batch, PLAN_SCHEMA)
 
 
-def finish_reused(batch: pd.DataFrame) -> pa.Table:
-    return arrow(batch.assign(reused=True), OUTPUT_SCHEMA)

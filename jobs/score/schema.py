@@ -36,7 +36,12 @@ OUTPUT_SCHEMA = pa.schema(
         ("bucket", pa.int64()),
     ]
 )
-PLAN_SCHEMA = pa.schema([*OUTPUT_SCHEMA, ("action", pa.string())])
+# a Parquet file of a bucket= folder: its rows without the bucket, which its folder names
+FILE_SCHEMA = pa.schema([f for f in OUTPUT_SCHEMA if f.name != "bucket"])
+ROW_GROUP_ROWS = 100_000  # ~18 MB of result rows: one row group for most files
+# a row to score, as the plan hands it to the pipeline: the listed file and its bucket
+PLAN_SCHEMA = pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()),
+                         ("etag", pa.string()), ("bucket", pa.int64())])
 # what a reused row carries over from the previous partition
 CARRIED = ("score", "raw_score", "model", "pipeline", "status", "error", "width", "height",
            "scored_at")

@@ -15,12 +15,12 @@ from jobs import faults
 
 from .commit import own_files, previous_partition
 from .config import ScoreConfig
-from .listing import col, list_images
-from .planning import buckets_of, check_pipelines, finish_reused, plan
+from .listing import list_images
+from .planning import buckets_of, check_pipelines, plan
+from .schema import ROW_GROUP_ROWS
 from .stages import Context, build, legacy_pipeline_id, pipeline_id
 
 log = logging.getLogger("fiqa.score")
-ROW_GROUP_ROWS = 100_000  # ~18 MB of result rows: one row group for most files
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,8 @@ class Planned:
     images: int
     previous: str | None
     previous_damaged: list
-    to_score: object
-    reused: object
+    to_score: object  # the rows carried forward are written by the plan step already
+    seconds: dict  # each step's wall time so far: listing, planning
 
     def facts(self, t0: float) -> dict:
         """The run's own facts for ``_SUCCESS``."""
@@ -45,13 +45,14 @@ class Planned:
                 "skipped_non_image": self.files_listed - self.images,
                 "seconds": round(time.time() - t0, 1), "buckets": cfg.buckets,
                 "run_started": self.ctx.run_stamp, "previous": self.previous,
-                "previous_damaged": self.previous_damaged}
+                "previous_damaged": self.previous_damaged,
+                "step_seconds": {k: round(v, 1) for k, v in self.seconds.items()}}
 
 
 def plan_run(cfg: ScoreConfig, nightly: bool, model: CheckpointConfig, out: str,
              t0: float) -> Planned:
     from fiqa_core.engines import preflight
-    from jobs.ray_env import cluster_resources, init_ray
+    from jobs.ray_env import cluster_cores, cluster_resources, init_ray
 
     init_ray(cfg.address, min_cpus=2)
     decisions = preflight(cfg, cluster_resources(), model)
@@ -59,9 +60,12 @@ def plan_run(cfg: ScoreConfig, nightly: bool, model: CheckpointConfig, out: str,
         log.warning(note)
     pipeline = pipeline_id(cfg, model)
     legacy = partial(legacy_pipeline_id, cfg, model)
+    t_list = time.time()
     listing, n_files = list_images(cfg)
     images = listing.count()
+    seconds = {"start": t_list - t0, "listing": time.time() - t_list}
     print(f"fiqa: listed {n_files} files, {images} images ({time.time() - t0:.0f} s)", flush=True)
+    t_plan = time.time()
     removed = own_files(out)[1]  # this run's own partition, under its lease
     if removed:
         log.warning("%s: removed %d temporary file(s) of an interrupted write", out, removed)
@@ -72,19 +76,26 @@ def plan_run(cfg: ScoreConfig, nightly: bool, model: CheckpointConfig, out: str,
                     buckets_of(previous), cfg.buckets)
         previous = None
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    planned = plan(listing, out, previous, pipeline, cfg.buckets, legacy)
+    planned = plan(listing, out, previous, pipeline, cfg.buckets, legacy,
+                   tasks=2 * cluster_cores())
+    seconds["planning"] = time.time() - t_plan
     print(f"fiqa: planned what to score and reuse ({time.time() - t0:.0f} s)", flush=True)
     ctx = Context(cfg, decisions, stamp, pipeline, faults.armed("score_actor_dies_after_batches"))
     return Planned(
         ctx, listing, n_files, images, previous, damaged,
-        to_score=planned.filter(expr=col("action") == "score"),
-        reused=planned.filter(expr=col("action") == "reuse").map_batches(
-            finish_reused, batch_format="pandas"),
+        to_score=planned,
+        seconds=seconds,
     )
 
 
 def execute(planned: Planned, out: str) -> None:
-    """Every stage over the rows to score, then the scored and reused rows to Parquet."""
+    """Every stage over the rows to score, then their rows to Parquet."""
+    from ray.data.dataset import MaterializedDataset
+
+    if isinstance(planned.to_score, MaterializedDataset) and planned.to_score.count() == 0:
+        log.info("nothing to score: every image is done or carried forward from the night "
+                 "before")  # no scoring actors to start
+        return
     cfg = planned.ctx.cfg
     scored = build(planned.to_score, planned.ctx)
     # result rows are gathered into large write tasks: each writes at most one file per
@@ -95,7 +106,7 @@ def execute(planned: Planned, out: str) -> None:
     # every 64-row block became a row group (247 in a 381-row file), whose metadata bloated
     # the files 9x and held the write task's memory at 1.1 GB for 100k rows
     fs, path = storage.arrow_filesystem(out)  # each file published whole or not at all
-    scored.union(planned.reused).write_parquet(
+    scored.write_parquet(
         path,
         filesystem=fs,
         partition_cols=["bucket"],
