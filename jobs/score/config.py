@@ -18,10 +18,11 @@ ABOUT = """``fiqa pseudo-label`` and ``fiqa score``: one Ray Data pipeline over 
     fiqa score input=s3://lake/faces/ model=s3://models/student output=s3://scores/faces
     fiqa pseudo-label input=s3://lake/set-a/ model=s3://models/t0 output=s3://pl/a
 
-list (partitioned by sub-prefix, in Ray tasks) -> plan per path bucket (skip what is done,
-carry forward what is unchanged) -> read + decode + resize + crop (CPU tasks) -> score
-(actor pool, model loaded once per actor) -> Parquet, partitioned by bucket. One row per
-image file, always: bad images are rows with a status, never dropped.
+list (partitioned by sub-prefix, in Ray tasks; or read from a manifest or an S3 Inventory
+report, a task per file) -> plan per path bucket (skip what is done, carry forward what is
+unchanged) -> read + decode + resize + crop (CPU tasks) -> score (actor pool, model loaded
+once per actor) -> Parquet, partitioned by bucket. One row per image file, always: bad
+images are rows with a status, never dropped.
 
 ``fiqa score`` writes ``<output>/date=YYYY-MM-DD/`` and reuses the scores of images whose
 pipeline (model and settings) and file facts (size, mtime, etag) are unchanged since the
@@ -37,11 +38,16 @@ class ScoreConfig:
     RETIRED_SETTINGS: ClassVar[dict[str, str]] = {
         "fail_after_batches": "fault injection is a test hook now (jobs.faults); remove it",
     }
-    input: str = setting(help="images: a folder or prefix, a glob, or a manifest .parquet "
-                         "with a 'path' column (local or s3://, gs://)")
+    input: str = setting(help="images: a folder or prefix, a glob, a manifest (.parquet, or "
+                         ".csv with a header) with a 'path' column, or an S3 Inventory "
+                         "report's manifest.json or its folder (local or s3://, gs://)")
     model: str = setting(help="checkpoint directory, or a fiqa export .onnx file (local or URI)")
     output: str = setting(help="output folder (local or URI); fiqa score writes "
                           "<output>/date=YYYY-MM-DD/ below it")
+    manifest_columns: str | None = setting(None, "a manifest's columns, as fact=column "
+                                           "pairs: path=uri,size=bytes,mtime=modified,"
+                                           "etag=md5 (mtime: seconds or ISO 8601); unset: "
+                                           "columns named path, size, mtime, etag")
     run_date: str | None = setting(None, "fiqa score: the date partition YYYY-MM-DD; "
                                    "unset: today (UTC)")
     keep_nights: int | None = setting(None, "fiqa score: after a night commits, remove the "

@@ -1,39 +1,62 @@
 """Manifest inputs: a table of the lake's files instead of a listing.
 
-Today: a ``.parquet`` file with a ``path`` column and, when present, ``size``/``mtime``/
-``etag`` columns (the facts a listing records).
+Two kinds (parsed by :mod:`fiqa_core.inventory`), read in Ray tasks, one per file, each
+streaming its file in batches, so no file list passes through the driver:
+
+- an S3 Inventory report: its ``manifest.json``, or the folder holding it. Its data files
+  (CSV, ORC or Parquet) are checked on the driver first (present, of the manifest's sizes);
+- a manifest of your own: a ``.parquet`` file (or folder) or a ``.csv`` file with a header,
+  with a ``path`` column and, when present, ``size``/``mtime``/``etag`` columns (the facts a
+  listing records); ``manifest_columns`` names other columns.
+
+Either way the rows carry the facts in a listing's form, so reuse across nights does not
+depend on how a night's files were found.
 """
 
 from __future__ import annotations
 
-import pandas as pd
-
-from fiqa_core import storage
-from fiqa_core.errors import ConfigError, NotFoundError
+from fiqa_core import inventory
 
 from .config import ScoreConfig
-from .schema import FACTS
+
+TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz")
 
 
 def is_manifest(cfg: ScoreConfig) -> bool:
     """Whether the input names a manifest rather than a folder, prefix or glob."""
-    return cfg.input.lower().endswith((".parquet", ".pq"))
+    return (cfg.input.lower().rstrip("/").endswith(TABLE_SUFFIXES)
+            or inventory.inventory_manifest(cfg.input) is not None)
 
 
 def read_manifest(cfg: ScoreConfig):
     """The manifest's files as a Ray dataset of ``path`` and the facts (nulls where absent)."""
-    from jobs.ray_env import read_parquet
+    found = inventory.inventory_manifest(cfg.input)
+    if found is None:
+        columns = inventory.check_manifest(cfg.input, cfg.manifest_columns)
+        return _read_files(inventory.manifest_files(cfg.input), _manifest_rows,
+                           {"columns": columns})
+    inv = inventory.load_inventory(found)
+    if cfg.manifest_columns:
+        print(f"fiqa: manifest_columns is for manifests of your own; {found} is an S3 "
+              "Inventory report, read by its own schema", flush=True)
+    inventory.check_files(inv)
+    return _read_files([uri for uri, _ in inv.files], _inventory_rows, {"inv": inv})
 
-    if not storage.exists(cfg.input):
-        raise NotFoundError(f"{cfg.input}: manifest not found")
-    manifest = read_parquet(cfg.input)
-    if "path" not in manifest.columns():
-        raise ConfigError(f"{cfg.input}: manifest needs a 'path' column")
-    return manifest.map_batches(_manifest_rows, batch_format="pandas")
+
+def _read_files(files: list[str], fn, kwargs: dict):
+    import ray
+
+    if not files:
+        return ray.data.from_arrow(inventory.ROWS_SCHEMA.empty_table())
+    items = ray.data.from_items([{"file": f} for f in files], override_num_blocks=len(files))
+    return items.map_batches(fn, fn_kwargs=kwargs, batch_size=1, batch_format="pyarrow")
 
 
-def _manifest_rows(batch: pd.DataFrame) -> pd.DataFrame:
-    out = pd.DataFrame({"path": batch["path"].astype(str)})
-    for c in FACTS:
-        out[c] = batch[c] if c in batch.columns else None
-    return out
+def _inventory_rows(batch, inv: inventory.Inventory):
+    for uri in batch["file"].to_pylist():
+        yield from inventory.read_inventory_file(inv, uri)
+
+
+def _manifest_rows(batch, columns: dict[str, str]):
+    for uri in batch["file"].to_pylist():
+        yield from inventory.read_manifest_file(uri, columns)

@@ -1,0 +1,386 @@
+"""Tables of a lake's files instead of a listing: S3 Inventory reports and manifests of
+your own (no Ray here).
+
+Both give rows of ``path`` and the facts a listing records (:func:`fiqa_core.lake.facts`):
+``size`` (int bytes), ``mtime`` (float seconds since the epoch, from whole microseconds, as
+``datetime.timestamp()`` gives it) and ``etag`` (quotes stripped), in exactly a listing's
+form, so a night planned from one reuses the scores of a night planned from the other.
+
+An S3 Inventory report is found by its ``manifest.json``, at
+``<dest-prefix>/<source-bucket>/<config-id>/<YYYY-MM-DDTHH-MMZ>/manifest.json`` in the
+destination bucket; its ``files`` are data keys ``<dest-prefix>/<source-bucket>/<config-id>/
+data/<uuid>.csv.gz`` (``.orc``, ``.parquet``) of that bucket. A manifest read from anywhere
+else (a copy of the inventory) has its data files looked up below the folder above its own
+folder, which stands for ``<dest-prefix>/<source-bucket>/<config-id>/``: a copy keeps the
+layout from the config folder down.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import unquote_plus
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import storage
+from .errors import ConfigError, InputError, NotFoundError
+
+MANIFEST_JSON = "manifest.json"
+FACTS = ("size", "mtime", "etag")
+ROWS_SCHEMA = pa.schema(
+    [("path", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()), ("etag", pa.string())]
+)
+FORMATS = ("CSV", "ORC", "Parquet")
+MANIFEST_FIELDS = ("sourceBucket", "destinationBucket", "fileFormat", "fileSchema", "files")
+# the inventory's columns fiqa reads (names as in ORC and Parquet; CSV's are mapped to them)
+INVENTORY_COLUMNS = ("bucket", "key", "is_latest", "is_delete_marker", "size",
+                     "last_modified_date", "e_tag")
+MS_SECONDS = 1e11  # seconds reach 1e11 in the year 5138: larger "seconds" are milliseconds
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """An S3 Inventory report, as its ``manifest.json`` describes it."""
+
+    manifest: str  # the manifest.json's URI
+    source_bucket: str
+    file_format: str  # one of FORMATS
+    columns: tuple[str, ...]  # fileSchema's names, snake_case (CSV: in the files' order)
+    files: tuple[tuple[str, int | None], ...]  # (URI, size in bytes) of each data file
+
+
+# -- S3 Inventory -----------------------------------------------------------------------------
+
+
+def inventory_manifest(uri: str) -> str | None:
+    """The ``manifest.json`` that ``uri`` names (itself, or the one in the folder it names);
+    None when it names neither."""
+    if posixpath.basename(uri.rstrip("/")) == MANIFEST_JSON:
+        return uri.rstrip("/")
+    if any(ch in uri for ch in "*?["):
+        return None  # a glob
+    candidate = storage.join(uri, MANIFEST_JSON)
+    return candidate if storage.exists(candidate) else None
+
+
+def load_inventory(uri: str) -> Inventory:
+    """Read and check ``manifest.json``; its data files resolved (as the module says)."""
+    try:
+        manifest = json.loads(storage.read_bytes(uri))
+    except FileNotFoundError:
+        raise NotFoundError(f"{uri}: S3 Inventory manifest not found") from None
+    except ValueError as e:
+        raise InputError(f"{uri}: not JSON ({e}); an S3 Inventory manifest.json is") from None
+    have = ", ".join(manifest) if isinstance(manifest, dict) else type(manifest).__name__
+    missing = [f for f in MANIFEST_FIELDS if not isinstance(manifest, dict) or f not in manifest]
+    if missing:
+        raise InputError(
+            f"{uri}: not an S3 Inventory manifest: {', '.join(missing)} missing (have: "
+            f"{have}); give the manifest.json of an inventory report, or a glob "
+            "(<folder>/**) to list a folder that holds another manifest.json"
+        )
+    fmt = {f.lower(): f for f in FORMATS}.get(str(manifest["fileFormat"]).lower())
+    if fmt is None:
+        raise InputError(f"{uri}: fileFormat {manifest['fileFormat']!r} is not one of "
+                         f"{', '.join(FORMATS)}")
+    columns = schema_columns(fmt, str(manifest["fileSchema"]))
+    if "key" not in columns:
+        raise InputError(f"{uri}: the fileSchema has no key column (have: "
+                         f"{', '.join(columns)}); an inventory lists objects by key")
+    files = manifest["files"]
+    if not isinstance(files, list) or not all(isinstance(f, dict) and "key" in f for f in files):
+        raise InputError(f"{uri}: 'files' must be a list of {{\"key\": ..., \"size\": ...}}")
+    dest = str(manifest["destinationBucket"]).removeprefix("arn:aws:s3:::")
+    return Inventory(
+        manifest=uri,
+        source_bucket=str(manifest["sourceBucket"]),
+        file_format=fmt,
+        columns=columns,
+        files=tuple((data_file_uri(uri, dest, f["key"]), f.get("size")) for f in files),
+    )
+
+
+def schema_columns(fmt: str, schema: str) -> tuple[str, ...]:
+    """The column names of a ``fileSchema``, snake_case: CSV's ``Bucket, Key, ETag`` are
+    ``bucket, key, e_tag``, the names of ORC's ``struct<...>`` and Parquet's message."""
+    if fmt == "CSV":
+        names = [n.strip() for n in schema.split(",") if n.strip()]
+    elif fmt == "ORC":
+        names = re.findall(r"([A-Za-z_]\w*)\s*:", schema.partition("<")[2])
+    else:
+        names = re.findall(r"\b(?:required|optional|repeated)\s+\w+\s+(\w+)", schema)
+    return tuple(_snake(n) for n in names)
+
+
+def _snake(name: str) -> str:
+    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
+    return name.lower()
+
+
+def data_file_uri(manifest: str, dest_bucket: str, key: str) -> str:
+    """Where a data file of the manifest is: ``s3://<dest bucket>/<key>`` for a manifest in
+    its destination bucket, else below the folder above the manifest's (its config folder)."""
+    if manifest.startswith(f"s3://{dest_bucket}/"):
+        return f"s3://{dest_bucket}/{key}"
+    config_folder = posixpath.dirname(posixpath.dirname(manifest))
+    return storage.join(config_folder, *key.split("/")[-2:])  # data/<uuid>.<ext>
+
+
+def check_files(inv: Inventory) -> None:
+    """Every data file is there, of the size the manifest gives: one listing per folder."""
+    by_folder: dict[str, list[tuple[str, int | None]]] = {}
+    for uri, size in inv.files:
+        by_folder.setdefault(posixpath.dirname(uri), []).append((uri, size))
+    for folder, files in by_folder.items():
+        fs, path = fsspec.core.url_to_fs(folder)
+        try:
+            found = {info["name"].rstrip("/"): info.get("size") for info in fs.ls(path, True)}
+        except FileNotFoundError:
+            found = {}
+        for uri, size in files:
+            have = found.get(fsspec.core.url_to_fs(uri)[1].rstrip("/"), -1)
+            if have == -1:
+                raise NotFoundError(f"{uri}: data file of {inv.manifest} not found (a copy of "
+                                    "the inventory keeps the config folder's data/ beside "
+                                    "the manifest's folder)")
+            if size is not None and have is not None and int(have) != int(size):
+                raise InputError(f"{uri}: {have} bytes, {inv.manifest} says {size}: a partial "
+                                 "copy? copy the inventory's data files again")
+
+
+def read_inventory_file(inv: Inventory, uri: str) -> Iterator[pa.Table]:
+    """The rows of one data file (latest versions only, no delete markers), in batches."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    with fs.open(path, "rb") as f:
+        for table in _inventory_batches(inv, f, uri):
+            yield inventory_rows(table, inv.source_bucket, url_encoded=inv.file_format == "CSV")
+
+
+def _inventory_batches(inv: Inventory, f, uri: str) -> Iterator[pa.Table]:
+    if inv.file_format == "CSV":
+        import pyarrow.csv as pacsv
+
+        # no header, every field quoted: all read as strings, empty ones as nulls
+        keep = [c for c in INVENTORY_COLUMNS if c in inv.columns]
+        reader = pacsv.open_csv(
+            _stream(f, uri),
+            read_options=pacsv.ReadOptions(column_names=list(inv.columns)),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in keep}, include_columns=keep,
+                strings_can_be_null=True, null_values=[""]),
+        )
+        for batch in reader:
+            yield pa.Table.from_batches([batch])
+        return
+    if inv.file_format == "Parquet":
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(f)
+        keep = _present(pf.schema_arrow.names, uri)
+        for batch in pf.iter_batches(columns=keep):
+            yield pa.Table.from_batches([batch])
+        return
+    import pyarrow.orc as orc
+
+    of = orc.ORCFile(f)
+    keep = _present(of.schema.names, uri)
+    for i in range(of.nstripes):
+        yield pa.Table.from_batches([of.read_stripe(i, columns=keep)])
+
+
+def _stream(f, uri: str):
+    stream = pa.PythonFile(f, mode="r")
+    return pa.CompressedInputStream(stream, "gzip") if uri.endswith(".gz") else stream
+
+
+def _present(names: list[str], uri: str) -> list[str]:
+    if "key" not in names:
+        raise InputError(f"{uri}: no key column (have: {', '.join(names)})")
+    return [c for c in INVENTORY_COLUMNS if c in names]
+
+
+def inventory_rows(table: pa.Table, source_bucket: str, url_encoded: bool) -> pa.Table:
+    """Inventory columns -> ``path``/facts rows. Rows of older versions and delete markers
+    are dropped, and so are folder markers (keys ending in ``/``), which a listing skips."""
+    names = table.column_names
+    if "is_latest" in names:
+        table = table.filter(pc.fill_null(_bool(table["is_latest"]), True))
+    if "is_delete_marker" in names:
+        table = table.filter(pc.invert(pc.fill_null(_bool(table["is_delete_marker"]), False)))
+    keys = table["key"].to_pylist()
+    if url_encoded:  # CSV keys are URL-encoded, spaces as '+'
+        keys = [unquote_plus(k) for k in keys]
+    buckets = table["bucket"].to_pylist() if "bucket" in names else [source_bucket] * len(keys)
+    paths = pa.array([f"s3://{b or source_bucket}/{k}" for b, k in zip(buckets, keys,
+                                                                         strict=True)],
+                     pa.string())
+    out = facts_table(paths, *(table[c] if c in names else None
+                               for c in ("size", "last_modified_date", "e_tag")))
+    return out.filter(pc.invert(pc.ends_with(out["path"], "/")))
+
+
+def _bool(col) -> pa.ChunkedArray:
+    if pa.types.is_boolean(col.type):
+        return col
+    return pc.equal(pc.utf8_lower(pc.cast(col, pa.string())), "true")
+
+
+# -- manifests of your own ----------------------------------------------------------------
+
+
+def manifest_columns(spec: str | None) -> tuple[dict[str, str], set[str]]:
+    """``manifest_columns`` (``path=uri,size=bytes,...``) -> (column of each fact, the facts
+    named in it). Facts not named are read from columns named as the fact, when present."""
+    columns = {"path": "path", **{f: f for f in FACTS}}
+    named = set()
+    for item in (spec or "").split(","):
+        if not item.strip():
+            continue
+        fact, sep, column = (s.strip() for s in item.partition("="))
+        if not sep or not column or fact not in columns:
+            raise ConfigError(
+                f"manifest_columns: {item.strip()!r} is not fact=column with a fact among "
+                f"{', '.join(columns)} (e.g. manifest_columns=path=uri,mtime=modified)"
+            )
+        columns[fact] = column
+        named.add(fact)
+    return columns, named
+
+
+def manifest_files(uri: str) -> list[str]:
+    """The files of a manifest: itself, or the Parquet files of a ``.parquet`` folder."""
+    from .tables import parquet_files
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    if not fs.exists(path):
+        raise NotFoundError(f"{uri}: manifest not found")
+    if not fs.isdir(path):
+        return [uri]
+    return [fs.unstrip_protocol(p) if "://" in uri else p for p in parquet_files(fs, path)]
+
+
+def check_manifest(uri: str, spec: str | None) -> dict[str, str]:
+    """The column of each fact that the manifest has (``path`` always): a missing column
+    that ``manifest_columns`` names, or no path column, is a :class:`ConfigError`."""
+    columns, named = manifest_columns(spec)
+    have = _manifest_schema(manifest_files(uri)[0])
+    for fact in ("path", *sorted(named - {"path"})):
+        if columns[fact] not in have:
+            how = (f"manifest_columns names it for {fact}" if fact in named else
+                   "name the paths' column with manifest_columns=path=<column>")
+            raise ConfigError(f"{uri}: column {columns[fact]!r} missing (have: "
+                              f"{', '.join(have)}); {how}")
+    return {fact: c for fact, c in columns.items() if c in have}
+
+
+def _manifest_schema(uri: str) -> list[str]:
+    fs, path = fsspec.core.url_to_fs(uri)
+    with fs.open(path, "rb") as f:
+        if _is_csv(uri):
+            import pyarrow.csv as pacsv
+
+            return pacsv.open_csv(_stream(f, uri)).schema.names
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(f).schema_arrow.names
+
+
+def _is_csv(uri: str) -> bool:
+    return uri.lower().endswith((".csv", ".csv.gz"))
+
+
+def read_manifest_file(uri: str, columns: dict[str, str]) -> Iterator[pa.Table]:
+    """The rows of one manifest file, in batches; ``columns``: from :func:`check_manifest`."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    wanted = list(dict.fromkeys(columns.values()))
+    with fs.open(path, "rb") as f:
+        if _is_csv(uri):
+            import pyarrow.csv as pacsv
+
+            reader = pacsv.open_csv(_stream(f, uri), convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in wanted}, include_columns=wanted,
+                strings_can_be_null=True, null_values=[""]))
+            batches = (pa.Table.from_batches([b]) for b in reader)
+        else:
+            import pyarrow.parquet as pq
+
+            batches = (pa.Table.from_batches([b])
+                       for b in pq.ParquetFile(f).iter_batches(columns=wanted))
+        for table in batches:
+            yield facts_table(pc.cast(table[columns["path"]], pa.string()),
+                              *(table[columns[c]] if c in columns else None for c in FACTS))
+
+
+# -- the facts in a listing's form ----------------------------------------------------------
+
+
+def facts_table(path, size, mtime, etag) -> pa.Table:
+    """Rows of ``path`` and the facts from columns of any type (None: all null)."""
+    n = len(path)
+    return pa.table(
+        {
+            "path": path,
+            "size": _or_nulls(size, n, pa.int64(), _size),
+            "mtime": _or_nulls(mtime, n, pa.float64(), seconds),
+            "etag": _or_nulls(etag, n, pa.string(), _etag),
+        },
+        schema=ROWS_SCHEMA,
+    )
+
+
+def _or_nulls(col, n: int, type_: pa.DataType, convert):
+    return pa.nulls(n, type_) if col is None else convert(col)
+
+
+def _size(col):
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        col = pc.if_else(pc.equal(pc.utf8_trim_whitespace(col), ""), None, col)
+    try:
+        return pc.cast(col, pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise InputError(f"size: not whole numbers of bytes ({e})") from None
+
+
+def _etag(col):
+    col = pc.utf8_trim(pc.cast(col, pa.string()), '"')
+    return pc.if_else(pc.equal(col, ""), None, col)
+
+
+def seconds(col) -> pa.ChunkedArray | pa.Array:
+    """Seconds since the epoch, as a listing gives them, from numbers (seconds), Arrow
+    timestamps or ISO 8601 strings (no zone: UTC)."""
+    if pa.types.is_timestamp(col.type):
+        us = pc.cast(col, pa.timestamp("us", col.type.tz), safe=False)
+        return pc.divide(pc.cast(pc.cast(us, pa.int64()), pa.float64()), 1e6)
+    if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
+        secs = pc.cast(col, pa.float64())
+        top = pc.max(secs).as_py()
+        if top is not None and top > MS_SECONDS:
+            raise InputError(f"mtime: {top:.0f} is not seconds since the epoch (milliseconds? "
+                             "divide by 1000)")
+        return secs
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        try:
+            return seconds(pc.cast(col, pa.float64()))
+        except pa.ArrowInvalid:
+            return seconds(_timestamps(col))
+    raise InputError(f"mtime: a column of {col.type} is neither seconds nor a timestamp")
+
+
+def _timestamps(col) -> pa.Array:
+    try:
+        return pc.cast(col, pa.timestamp("us", "UTC"))
+    except pa.ArrowInvalid:  # no zone, or mixed: pandas reads every ISO 8601 form
+        import pandas as pd
+
+        try:
+            ts = pd.to_datetime(col.to_pandas(), utc=True, format="ISO8601")
+        except (ValueError, TypeError) as e:
+            raise InputError(f"mtime: neither seconds nor ISO 8601 timestamps ({e})") from None
+        return pa.array(ts.astype("datetime64[us, UTC]"), pa.timestamp("us", "UTC"))
