@@ -59,14 +59,21 @@ class Inventory:
 
 
 def inventory_manifest(uri: str) -> str | None:
-    """The ``manifest.json`` that ``uri`` names (itself, or the one in the folder it names);
-    None when it names neither."""
+    """The ``manifest.json`` that ``uri`` names (itself, or the S3 Inventory manifest in the
+    folder it names); None when it names neither."""
     if posixpath.basename(uri.rstrip("/")) == MANIFEST_JSON:
         return uri.rstrip("/")
     if any(ch in uri for ch in "*?["):
         return None  # a glob
     candidate = storage.join(uri, MANIFEST_JSON)
-    return candidate if storage.exists(candidate) else None
+    if not storage.exists(candidate):
+        return None
+    try:  # a folder of images may hold a manifest.json of its own: then it is listed
+        found = json.loads(storage.read_bytes(candidate))
+    except ValueError:
+        return None
+    is_inventory = isinstance(found, dict) and all(f in found for f in MANIFEST_FIELDS)
+    return candidate if is_inventory else None
 
 
 def load_inventory(uri: str) -> Inventory:

@@ -351,3 +351,18 @@ def test_a_night_from_an_inventory_reuses_a_listed_night_and_back(s3_env, checkp
     assert (third["images"], third["reused"], third["scored"]) == (6, 5, 1)
     rows = read_partition(str(out / "date=2026-12-03")).set_index("path")
     assert not rows.at[f"s3://{LAKE}/{ODD}", "reused"] and rows["reused"].sum() == 5
+
+
+def test_a_folder_of_images_with_a_manifest_json_of_its_own_is_listed(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"app": "photos", "version": 3}))
+    assert inventory.inventory_manifest(str(tmp_path)) is None  # listed as a folder
+    (tmp_path / "manifest.json").write_text("not json either")
+    assert inventory.inventory_manifest(str(tmp_path)) is None
+    # named as the input itself, it must be an inventory's
+    named = str(tmp_path / "manifest.json")
+    assert inventory.inventory_manifest(named) == named
+    with pytest.raises(InputError, match="not JSON"):
+        inventory.load_inventory(named)
+    manifest = write_inventory(str(tmp_path / "report"), ROWS[:1])
+    folder = manifest.rsplit("/", 1)[0]
+    assert inventory.inventory_manifest(folder) == manifest

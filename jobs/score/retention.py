@@ -2,10 +2,11 @@
 
 After a night commits, each committed ``date=`` partition outside the newest
 ``keep_nights`` committed ones (by date; the night just written is always kept, even a
-backfill of an older date) is removed, under that partition's lease, so no run is writing it meanwhile. First a
-``_RETIRED`` marker is written and ``_SUCCESS`` removed: from then on the partition reads
-as incomplete and no night reuses it; then its files; the marker last. A removal cut short
-leaves the marker, and the next night's retention finishes it. Partitions without
+backfill of an older date) is removed, under that partition's lease, so no run is
+writing it meanwhile. First a ``_RETIRED`` marker is written and ``_SUCCESS`` removed:
+from then on the partition reads as incomplete and no night reuses it; then its files;
+the marker last. A removal cut short leaves the marker, and the next night's retention
+finishes it. Partitions without
 ``_SUCCESS`` (an unfinished run's) are never touched.
 """
 
