@@ -77,7 +77,7 @@ def plan_run(cfg: ScoreConfig, nightly: bool, model: CheckpointConfig, out: str,
         previous = None
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     planned = plan(listing, out, previous, pipeline, cfg.buckets, legacy,
-                   tasks=2 * cluster_cores())
+                   tasks=2 * cluster_cores(), rows=images)
     seconds["planning"] = time.time() - t_plan
     print(f"fiqa: planned what to score and reuse ({time.time() - t0:.0f} s)", flush=True)
     ctx = Context(cfg, decisions, stamp, pipeline, faults.armed("score_actor_dies_after_batches"))
