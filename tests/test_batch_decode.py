@@ -82,6 +82,7 @@ def test_decode_tasks_defer_only_plain_jpegs(tmp_path, photos):
     """A deferred JPEG travels on as its bytes alone, a prepared image as its S x S x 3
     bytes, and the read stage's bytes go no further."""
     import pandas as pd
+    import pyarrow as pa
 
     from jobs.score.pipeline import decode_batch, read_batch
 
@@ -91,10 +92,13 @@ def test_decode_tasks_defer_only_plain_jpegs(tmp_path, photos):
              "rotated.jpg": zoo["exif_rotated_jpeg"][0], "strip.jpg": strip}
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
-    batch = pd.DataFrame({"path": [str(tmp_path / n) for n in [*files, "gone.jpg"]],
-                          "size": 0, "mtime": 0.0, "etag": None, "bucket": 0})
-    read = read_batch(batch, threads=2).to_pandas()
-    assert list(read["encoded"][:4]) == list(files.values()) and read["status"][4] == "missing"
+    batch = pa.Table.from_pandas(pd.DataFrame(
+        {"path": [str(tmp_path / n) for n in [*files, "gone.jpg"]], "size": 0, "mtime": 0.0,
+         "etag": None, "bucket": 0}))  # etag all null: typed null, cast by the stage
+    read = read_batch(batch, threads=2)
+    assert read.schema.field("etag").type == pa.string()
+    assert read.column("encoded").to_pylist()[:4] == list(files.values())
+    assert read.column("status").to_pylist()[4] == "missing"
     out = decode_batch(read, 32, draft=False, max_pixels=10**8, defer_jpeg=True).to_pydict()
     # strip: too long for it; gone.jpg: its read's status
     assert out["status"] == ["deferred", "ok", "ok", "ok", "missing"]

@@ -9,14 +9,13 @@ and a JPEG that the scorer decodes on its device as its encoded bytes alone.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from fiqa_core.images import Decoded, prepare_image
 from fiqa_core.lake import load_images
 
 from .config import ScoreConfig
-from .schema import PLAN_SCHEMA, arrow
+from .schema import PLAN_SCHEMA
 
 DEFERRED = "deferred"  # inside the pipeline only: the scoring actor decodes it on its device
 READ_OK = ""  # inside the pipeline only: read, not decoded yet
@@ -38,9 +37,10 @@ def decode_task_memory(cfg: ScoreConfig, size: int) -> int:
     return process + 4_000_000 * 3 + cfg.decode_batch_size * (2_000_000 + size * size * 3)
 
 
-def read_batch(batch: pd.DataFrame, threads: int) -> pa.Table:
+def read_batch(batch: pa.Table, threads: int) -> pa.Table:
     """Each row's bytes, read concurrently (the store's client retries transient errors);
-    an object that cannot be read gets its status (``missing`` / ``read_error``) here."""
+    an object that cannot be read gets its status (``missing`` / ``read_error``) here.
+    Arrow in, Arrow out: the listed facts pass through as they are, never via pandas."""
     kept: dict[int, bytes] = {}
 
     def keep(data: bytes) -> Decoded:
@@ -48,16 +48,15 @@ def read_batch(batch: pd.DataFrame, threads: int) -> pa.Table:
         kept[id(result)] = data
         return result
 
-    results = load_images(list(batch["path"]), keep, threads)
-    columns = {c: batch[c].to_numpy(dtype=object) for c in FACT_COLUMNS}
-    columns["etag"] = [None if pd.isna(e) else str(e) for e in batch["etag"]]
-    columns["encoded"] = [kept.get(id(r), b"") for r in results]
-    columns["status"] = [r.status for r in results]
-    columns["error"] = [r.error for r in results]
-    return arrow(pd.DataFrame(columns), READ_SCHEMA)
+    results = load_images(batch.column("path").to_pylist(), keep, threads)
+    return _with_columns(batch, READ_SCHEMA, {
+        "encoded": [kept.get(id(r), b"") for r in results],
+        "status": [r.status for r in results],
+        "error": [r.error for r in results],
+    })
 
 
-def decode_batch(batch: pd.DataFrame, size: int, draft: bool, max_pixels: int,
+def decode_batch(batch: pa.Table, size: int, draft: bool, max_pixels: int,
                  defer_jpeg: bool = False) -> pa.Table:
     """Decode + resize + centre-crop each read image; one status per row.
 
@@ -68,8 +67,9 @@ def decode_batch(batch: pd.DataFrame, size: int, draft: bool, max_pixels: int,
     if defer_jpeg:
         from fiqa_core.batch_decode import device_eligible
     pixels, encoded, status, error, width, height = [], [], [], [], [], []
-    for data, read_status, read_error in zip(batch["encoded"], batch["status"], batch["error"],
-                                             strict=True):
+    for data, read_status, read_error in zip(batch.column("encoded").to_pylist(),
+                                             batch.column("status").to_pylist(),
+                                             batch.column("error").to_pylist(), strict=True):
         if read_status != READ_OK:
             d = Decoded(read_status, read_error)
         elif defer_jpeg and device_eligible(data, max_pixels):
@@ -82,10 +82,17 @@ def decode_batch(batch: pd.DataFrame, size: int, draft: bool, max_pixels: int,
         error.append(d.error)
         width.append(d.width)
         height.append(d.height)
-    columns = {c: batch[c] for c in FACT_COLUMNS}
-    columns.update(pixels=pixels, encoded=encoded, status=status, error=error, width=width,
-                   height=height)
-    return arrow(pd.DataFrame(columns), DECODED_SCHEMA)
+    return _with_columns(batch, DECODED_SCHEMA, {
+        "pixels": pixels, "encoded": encoded, "status": status, "error": error,
+        "width": width, "height": height})
+
+
+def _with_columns(batch: pa.Table, schema: pa.Schema, new: dict[str, list]) -> pa.Table:
+    """``schema``'s table: the listed facts from ``batch`` (cast where a block inferred
+    another type), the other columns from ``new``."""
+    columns = [batch.column(f.name).cast(f.type) if f.name in FACT_COLUMNS
+               else pa.array(new[f.name], type=f.type) for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def stack_pixels(rows, size: int) -> np.ndarray:

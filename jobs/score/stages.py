@@ -110,7 +110,7 @@ SCORE_STAGES: tuple[ScoreStage, ...] = (
         "read", "read each image's bytes (concurrent reads, the store's retries)",
         fn="jobs.score.pipeline:read_batch",
         kwargs=lambda ctx: {"threads": ctx.cfg.read_threads},
-        resources=_task_resources,
+        resources=_task_resources, batch_format="pyarrow",
     ),
     ScoreStage(
         "decode", "decode, resize and centre-crop (or pass a JPEG on to the device)",
@@ -118,7 +118,7 @@ SCORE_STAGES: tuple[ScoreStage, ...] = (
         kwargs=lambda ctx: {"size": ctx.decisions.config.preprocessing.size,
                             "draft": ctx.cfg.draft, "max_pixels": ctx.cfg.max_pixels,
                             "defer_jpeg": ctx.decisions.defer_decode},
-        resources=_task_resources,
+        resources=_task_resources, batch_format="pyarrow",
         identity=lambda cfg, model: {"size": model.preprocessing.size, "resize": RESIZE,
                                      "draft": cfg.draft, "max_pixels": cfg.max_pixels},
     ),
