@@ -2,12 +2,28 @@ import datetime as dt
 
 import pytest
 
-from fiqa_core.lake import bucket_of, facts, is_image_path, list_top, list_under, split_root
+from fiqa_core.lake import (
+    Budget,
+    bucket_of,
+    buckets_of,
+    facts,
+    image_mask,
+    is_image_path,
+    list_parts,
+    plan_listing,
+    split_root,
+)
 
 
 def test_image_extensions():
     assert is_image_path("s3://b/x/FACE.JPG") and is_image_path("a.webp")
     assert not is_image_path("notes.txt") and not is_image_path("archive.jpg.zip")
+    import pyarrow as pa
+
+    paths = ["a.jpg", "A.JPEG", "x/.jpg", ".png", "x/..jpg", "x/a..jpg", "a.jpg.zip", "d.jpg/",
+             "x/.a.png", "b.tIf", "c.jpe", "e.webp.", "g.GiF", "ünï.JPG", "a b.png", "...png",
+             "s3://b/k.bmp", "x/y.jpgx", "a.j pg", "tab\t.tiff", "K.jpg", "x.ｊｐｇ"]
+    assert image_mask(pa.array(paths)).to_pylist() == [is_image_path(p) for p in paths]
 
 
 def test_buckets_are_stable_and_spread():
@@ -17,6 +33,9 @@ def test_buckets_are_stable_and_spread():
         counts[bucket_of(f"/lake/img_{i}.jpg", 8)] += 1
     assert min(counts) > 60  # roughly uniform
     assert bucket_of("x", 1) == 0
+    paths = [f"s3://lake/ünï/img_{i}.jpg" for i in range(500)]
+    for n in (1, 7, 64, 2**40):
+        assert buckets_of(paths, n).tolist() == [bucket_of(p, n) for p in paths]
 
 
 def test_facts_from_each_backend():
@@ -29,28 +48,35 @@ def test_facts_from_each_backend():
     assert gcs == {"size": 5, "mtime": when.timestamp(), "etag": "xyz"}
 
 
-def test_listing_one_level_then_recursively(tmp_path):
+def test_listing_breadth_first_then_in_parts(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "c").mkdir()
     (tmp_path / "top.jpg").write_bytes(b"1")
     (tmp_path / "a" / "one.png").write_bytes(b"22")
     (tmp_path / "a" / "b" / "two.jpg").write_bytes(b"333")
-    files, dirs = list_top(str(tmp_path))
-    assert [f["path"] for f in files] == [str(tmp_path / "top.jpg")]
-    assert dirs == [str(tmp_path / "a")]
-    below = list(list_under(str(tmp_path), dirs[0]))
-    assert [(r["path"], r["size"]) for r in below] == [
+    (tmp_path / "c" / "three.txt").write_bytes(b"4444")
+    files, parts = plan_listing(str(tmp_path), Budget(tasks=1))
+    assert files.num_rows == 0 and parts == [str(tmp_path)]  # one task lists it all
+    files, parts = plan_listing(str(tmp_path), Budget(tasks=2))
+    assert files["path"].to_pylist() == [str(tmp_path / "top.jpg")]
+    assert sorted(parts) == [str(tmp_path / "a"), str(tmp_path / "c")]
+    below, rest = list_parts(str(tmp_path), sorted(parts), Budget(tasks=2))
+    assert sorted(zip(below["path"].to_pylist(), below["size"].to_pylist(), strict=True)) == [
         (str(tmp_path / "a" / "b" / "two.jpg"), 3),
         (str(tmp_path / "a" / "one.png"), 2),
-    ]
+        (str(tmp_path / "c" / "three.txt"), 4),
+    ] and rest == []
+    files, parts = plan_listing(str(tmp_path), Budget(tasks=3))  # no level holds 3 folders
+    assert files.num_rows == 4 and parts == []
     # a glob keeps only what matches, at every depth
     fs, root, pattern = split_root(f"{tmp_path}/**/*.jpg")
     assert root == str(tmp_path) and pattern.endswith("*.jpg")
-    files, dirs = list_top(f"{tmp_path}/**/*.jpg")
-    assert [f["path"] for f in files] == [str(tmp_path / "top.jpg")]
-    below = [r["path"] for r in list_under(f"{tmp_path}/**/*.jpg", dirs[0])]
-    assert below == [str(tmp_path / "a" / "b" / "two.jpg")]
+    files, parts = plan_listing(f"{tmp_path}/**/*.jpg", Budget(tasks=2))
+    assert files["path"].to_pylist() == [str(tmp_path / "top.jpg")]
+    below, _ = list_parts(f"{tmp_path}/**/*.jpg", parts, Budget(tasks=2))
+    assert below["path"].to_pylist() == [str(tmp_path / "a" / "b" / "two.jpg")]
     with pytest.raises(FileNotFoundError, match="no such folder or prefix"):
-        list_top(str(tmp_path / "nope"))
+        plan_listing(str(tmp_path / "nope"), Budget())
 
 
 def test_decodes_are_bounded_by_decode_slots_while_reads_overlap(tmp_path):

@@ -18,11 +18,12 @@ ABOUT = """``fiqa pseudo-label`` and ``fiqa score``: one Ray Data pipeline over 
     fiqa score input=s3://lake/faces/ model=s3://models/student output=s3://scores/faces
     fiqa pseudo-label input=s3://lake/set-a/ model=s3://models/t0 output=s3://pl/a
 
-list (partitioned by sub-prefix, in Ray tasks; or read from a manifest or an S3 Inventory
-report, a task per file) -> plan per path bucket (skip what is done, carry forward what is
-unchanged) -> read + decode + resize + crop (CPU tasks) -> score (actor pool, model loaded
-once per actor) -> Parquet, partitioned by bucket. One row per image file, always: bad
-images are rows with a status, never dropped.
+list (in Ray tasks: folders split breadth-first, object-store prefixes by key range, until
+there are listing_tasks; or read from a manifest or an S3 Inventory report, a task per
+file) -> plan per path bucket (skip what is done, carry forward what is unchanged) -> read
++ decode + resize + crop (CPU tasks) -> score (actor pool, model loaded once per actor) ->
+Parquet, partitioned by bucket. One row per image file, always: bad images are rows with a
+status, never dropped.
 
 ``fiqa score`` writes ``<output>/date=YYYY-MM-DD/`` and reuses the scores of images whose
 pipeline (model and settings) and file facts (size, mtime, etag) are unchanged since the
@@ -59,6 +60,12 @@ class ScoreConfig:
     batch_size: int | None = setting(None, "images per forward pass; unset: 8 on a CPU (a "
                                      "batch that fits its caches runs fastest there; 1 on "
                                      "the onnx engine), 64 on a GPU", operational=True)
+    listing_tasks: int | None = setting(None, "listing tasks to aim for: the driver lists "
+                                        "folders breadth-first until there are this many, "
+                                        "and an object-store prefix splits into key ranges "
+                                        "past 10,000 keys; unset: 4 per cluster CPU; 1: no "
+                                        "fan-out, one listing task at a time",
+                                        operational=True)
     decode_batch_size: int = setting(32, "images per decode task", operational=True)
     read_threads: int = setting(16, "concurrent object reads per decode task", operational=True)
     decode_task_mb: int | None = setting(None, "memory a decode task reserves; unset: an "
