@@ -328,8 +328,13 @@ def read_manifest_file(uri: str, columns: dict[str, str]) -> Iterator[pa.Table]:
 
 
 def facts_table(path, size, mtime, etag) -> pa.Table:
-    """Rows of ``path`` and the facts from columns of any type (None: all null)."""
+    """Rows of ``path`` and the facts from columns of any type (None: all null). A row
+    without a path is refused: it names no file to score."""
     n = len(path)
+    empty = pc.sum(pc.or_kleene(pc.is_null(path), pc.equal(pc.cast(path, pa.string()), "")))
+    if (empty.as_py() or 0) > 0:
+        raise InputError(f"{empty.as_py()} manifest row(s) without a path: give every row "
+                         "the file it lists")
     return pa.table(
         {
             "path": path,

@@ -52,19 +52,24 @@ def test_verify_repairs_duplicates_and_refuses_what_it_cannot_account_for(tmp_pa
 
     def repair() -> dict:
         (part / "bucket=0" / "b.parquet").unlink()
-        return {"duplicates": 1, "unlisted": 0, "example": None}
+        return {"listed": 2, "duplicates": 1, "unlisted": 0, "example": None}
 
     assert verify_rows(str(part), 2, repair)["rows"] == 2
+    # a path listed twice: as many rows as listed, yet one path twice: repaired all the same
+    _write(part, "b.parquet", ["/l/2.jpg"])
+    fixed = verify_rows(str(part), 3, repair)
+    assert (fixed["rows"], fixed["images"], fixed["duplicate_rows"]) == (2, 2, 0)
     # rows of files the run did not list: refused, nothing removed
     _write(part, "c.parquet", ["/elsewhere/9.jpg"])
     with pytest.raises(InputError, match=r"holds 1 row\(s\) of files this run did not list "
                        r"\(e.g. /elsewhere/9.jpg\).*Nothing was removed"):
-        verify_rows(str(part), 2, lambda: {"duplicates": 0, "unlisted": 1,
+        verify_rows(str(part), 2, lambda: {"listed": 2, "duplicates": 0, "unlisted": 1,
                                            "example": "/elsewhere/9.jpg"})
     assert (part / "bucket=0" / "c.parquet").exists()
     # a repair that leaves the count off
     with pytest.raises(InputError, match="3 rows for 2 images after repair"):
-        verify_rows(str(part), 2, lambda: {"duplicates": 0, "unlisted": 0, "example": None})
+        verify_rows(str(part), 2, lambda: {"listed": 2, "duplicates": 0, "unlisted": 0,
+                                           "example": None})
 
 
 def test_verify_refuses_a_file_the_run_did_not_write(tmp_path):

@@ -366,3 +366,8 @@ def test_a_folder_of_images_with_a_manifest_json_of_its_own_is_listed(tmp_path):
     manifest = write_inventory(str(tmp_path / "report"), ROWS[:1])
     folder = manifest.rsplit("/", 1)[0]
     assert inventory.inventory_manifest(folder) == manifest
+
+
+def test_a_manifest_row_without_a_path_is_refused_by_name():
+    with pytest.raises(InputError, match=r"2 manifest row\(s\) without a path"):
+        inventory.facts_table(pa.array(["a.jpg", None, ""]), None, None, None)

@@ -360,3 +360,10 @@ def test_s3_depth_and_key_range_fan_out_in_ray_tasks(s3_lake):
     assert list(df["bucket"]) == [bucket_of(p, 4) for p in df["path"]]
     listed = [q for m, path, q in proxy.requests if m == "GET" and "list-type=2" in q]
     assert sum("start-after=" in q for q in listed) > 4
+
+
+def test_one_listing_task_pages_each_prefix_through_without_start_after():
+    from jobs.score.listing import listing_budget
+
+    assert listing_budget(1).pages is None  # S3 Express directory buckets: no StartAfter
+    assert listing_budget(8).pages == 10

@@ -98,3 +98,24 @@ def test_keep_nights_must_be_at_least_one():
     cfg = ScoreConfig(input="in/", model="m", output="o", keep_nights=0)
     with pytest.raises(ConfigError, match="keep_nights must be >= 1"):
         check(cfg)
+
+
+def test_a_store_error_of_any_kind_is_a_warning_never_a_failed_night(tmp_path, monkeypatch,
+                                                                      caplog):
+    """The night that retires is committed already: s3fs passes some botocore errors on
+    untranslated (not OSError), and those must not turn a committed night into a failure."""
+    for d in ("01", "02"):
+        _night(tmp_path, f"2026-12-{d}")
+    import fsspec.implementations.local as local
+
+    class EndpointConnectionError(Exception):
+        pass
+
+    def unreachable(self, path):
+        raise EndpointConnectionError("Could not connect to the endpoint URL")
+
+    monkeypatch.setattr(local.LocalFileSystem, "rm_file", unreachable)
+    with caplog.at_level(logging.WARNING, logger="fiqa.score"):
+        assert retire(str(tmp_path), str(tmp_path / "date=2026-12-02"), keep=1) == []
+    assert "EndpointConnectionError: Could not connect" in caplog.text
+    assert (tmp_path / "date=2026-12-02" / "_SUCCESS").exists()

@@ -194,14 +194,17 @@ def test_interrupted_runs_complete_without_duplicates(tmp_path, checkpoint, ray_
 def test_manifest_input_and_missing_files(tmp_path, checkpoint, ray_local):
     lake = tmp_path / "lake"
     make_lake(lake, n_jpeg=10, n_png=0, zoo=False)
-    paths = image_files(lake) + [str(lake / "gone.jpg"), str(lake / "notes.txt")]
+    # a path listed twice is one image, one row
+    paths = image_files(lake) + [image_files(lake)[0], str(lake / "gone.jpg"),
+                                 str(lake / "notes.txt")]
     pd.DataFrame({"path": paths}).to_parquet(tmp_path / "manifest.parquet")
     summary = score_job.run(
         cfg(input=tmp_path / "manifest.parquet", model=checkpoint, output=tmp_path / "pl"),
         nightly=False,
     )
     df = read_partition(str(tmp_path / "pl")).set_index("path")
-    assert summary["images"] == 11 and summary["skipped_non_image"] == 1
+    assert summary["images"] == 11 == summary["rows"] and summary["skipped_non_image"] == 1
+    assert len(df) == 11 and df.index.is_unique
     assert df.at[str(lake / "gone.jpg"), "status"] == "missing"
     assert summary["by_status"] == {"ok": 10, "missing": 1}
 
@@ -212,6 +215,12 @@ def test_empty_input_folder_is_a_clear_error(tmp_path, checkpoint, ray_local):
         score_job.run(cfg(input=tmp_path / "empty", model=checkpoint, output=tmp_path / "o"))
     with pytest.raises(FileNotFoundError, match="no such folder or prefix"):
         score_job.run(cfg(input=tmp_path / "absent", model=checkpoint, output=tmp_path / "o"))
+    # files, but no image among them: an error, not an empty partition a night plans from
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("not an image")
+    with pytest.raises(FileNotFoundError, match=r"notes: no image files among its 1 files"):
+        score_job.run(cfg(input=tmp_path / "notes", model=checkpoint, output=tmp_path / "o"))
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").rglob("_SUCCESS"))
 
 
 def test_bad_configuration(tmp_path, checkpoint):

@@ -20,14 +20,18 @@ log = logging.getLogger("fiqa.score")
 def verify_rows(out: str, images: int, repair: Callable[[], dict]) -> dict:
     """Counts over ``out`` with its manifest, once it holds exactly one row per image.
 
-    ``repair`` (run only when the count is off) keeps one row per listed image and returns
-    ``duplicates``, ``unlisted`` and an ``example`` of the latter. Rows that no repair
+    ``repair`` (run only when the count is off or a path has two rows) keeps one row per
+    listed image and returns ``duplicates``, ``unlisted``, an ``example`` of the latter and
+    ``listed``, the distinct paths listed. Rows that no repair
     accounts for, and files the run did not write, fail the run with nothing committed.
     """
     files = own_files(out)[0]
     summary = summarise(out, files)
-    if summary["rows"] != images:  # an image's rows twice, or rows of files not listed
+    if summary["rows"] != images or summary["duplicate_rows"]:
+        # an image's rows twice (a path listed twice, a write redone), or rows of files
+        # not listed: one row per listed path kept
         repaired = repair()
+        images = repaired["listed"]
         if repaired["duplicates"]:
             log.warning("%s: removed %d duplicate row(s) (one row per image kept)", out,
                         repaired["duplicates"])
@@ -40,12 +44,13 @@ def verify_rows(out: str, images: int, repair: Callable[[], dict]) -> dict:
             )
         files = own_files(out)[0]
         summary = summarise(out, files)
-    if summary["rows"] != images:
+    if summary["rows"] != images or summary["duplicate_rows"]:
         raise InputError(
             f"{out}: {summary['rows']} rows for {images} images after repair; the partition "
             "holds rows this run cannot account for. Move it aside and run again."
         )
     summary["manifest"] = manifest(files, summary.pop("rows_by_file"))
+    summary["images"] = images  # distinct paths: a path listed twice is one image
     foreign = sorted(set(files) - {f["name"] for f in summary["manifest"]})
     if foreign:  # the commit must pass its own check (fiqa verify)
         raise InputError(

@@ -137,7 +137,7 @@ def _run(cfg: ScoreConfig, nightly: bool, model, out: str, lease) -> dict:
 
     summary = verify_rows(out, planned.images, repair_rows)
     planned.seconds["verify"] = time.time() - t_verify
-    summary.update(planned.facts(t0))
+    summary.update({**planned.facts(t0), "images": summary["images"]})  # distinct paths
     summary = commit(out, summary, lease, cfg.output)
     if nightly:  # committed: what retention does (or fails to do) cannot change that
         retire(cfg.output, out, cfg.keep_nights)

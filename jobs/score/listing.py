@@ -74,6 +74,8 @@ def listing_budget(tasks: int | None, **kwargs) -> Budget:
         from jobs.ray_env import cluster_resources
 
         tasks = TASKS_PER_CPU * max(1, int(cluster_resources().get("CPU", 1)))
+    if tasks <= 1:  # no fan-out: each prefix paged from start to end, never by StartAfter
+        kwargs.setdefault("pages", None)
     return Budget(tasks=max(1, tasks), **kwargs)
 
 

@@ -144,6 +144,7 @@ def repair(listing, out: str, buckets: int) -> dict:
     )
     examples = [e for e in counts["example"] if e] if len(counts) else []
     return {
+        "listed": int(counts["listed"].sum()) if len(counts) else 0,
         "duplicates": int(counts["duplicates"].sum()) if len(counts) else 0,
         "unlisted": int(counts["unlisted"].sum()) if len(counts) else 0,
         "example": examples[0] if examples else None,
@@ -169,6 +170,7 @@ def repair_bucket(group: pd.DataFrame, out: str) -> pd.DataFrame:
         for old in files:
             fs.rm(old)
     return pd.DataFrame({
+        "listed": [group["path"].nunique()],
         "duplicates": [len(rows) - len(keep)],
         "unlisted": [unlisted.nunique()],
         "example": [unlisted.iloc[0] if len(unlisted) else ""],
@@ -252,7 +254,7 @@ def plan_bucket(group: pd.DataFrame, done: str, previous: str | None, pipeline: 
     night's cost follows what changed: a million-image night moves only its new rows."""
     bucket = int(group["bucket"].iloc[0])
     finished = set(read_bucket(done, bucket, columns=["path"], own=True)["path"])
-    todo = group[~group["path"].isin(finished)].reset_index(drop=True)
+    todo = group[~group["path"].isin(finished)].drop_duplicates("path").reset_index(drop=True)
     reuse = np.zeros(len(todo), dtype=bool)
     prev = read_bucket(previous, bucket) if len(todo) else pd.DataFrame()
     if len(prev):

@@ -18,7 +18,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from fiqa_core import storage
-from fiqa_core.errors import ConfigError, OutputBusy
+from fiqa_core.errors import ConfigError
 from fiqa_core.lease import LEASE, Lease
 
 from .commit import MARKER, RETIRED, dates
@@ -66,8 +66,9 @@ def retire(output: str, current: str, keep: int | None) -> list[str]:
                 _remove(part)
             _remove_folder(part)
             removed.append(part)
-        except (OutputBusy, OSError) as e:
-            log.warning("retention: %s left for the next night (%s)", part, e)
+        except Exception as e:  # busy, or the store failed (not always as an OSError)
+            log.warning("retention: %s left for the next night (%s: %s)", part,
+                        type(e).__name__, e)
     if removed:
         log.warning("retention (keep_nights=%d): removed %d night(s): %s", keep, len(removed),
                     ", ".join(p.rstrip("/").rsplit("/", 1)[-1] for p in removed))

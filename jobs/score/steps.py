@@ -11,6 +11,8 @@ from functools import partial
 
 from fiqa_core import storage
 from fiqa_core.checkpoint_config import CheckpointConfig
+from fiqa_core.errors import NotFoundError
+from fiqa_core.lake import IMAGE_EXTENSIONS
 from jobs import faults
 
 from .commit import own_files, previous_partition
@@ -63,6 +65,9 @@ def plan_run(cfg: ScoreConfig, nightly: bool, model: CheckpointConfig, out: str,
     t_list = time.time()
     listing, n_files = list_images(cfg)
     images = listing.count()
+    if images == 0:  # a night of nothing would commit an empty partition to plan from
+        raise NotFoundError(f"{cfg.input}: no image files among its {n_files} files "
+                            f"(extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
     seconds = {"start": t_list - t0, "listing": time.time() - t_list}
     print(f"fiqa: listed {n_files} files, {images} images ({time.time() - t0:.0f} s)", flush=True)
     t_plan = time.time()

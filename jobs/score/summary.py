@@ -12,21 +12,31 @@ from .commit import parquet_files
 
 
 def summarise(partition: str, files: dict[str, int] | None = None) -> dict:
-    """Counts over a written partition, streamed file by file (flat memory); with each
-    file's rows (``rows_by_file``, by name relative to the partition) for its manifest.
+    """Counts over a written partition, streamed bucket by bucket (memory: one bucket's
+    paths); with each file's rows (``rows_by_file``, by name relative to the partition) for
+    its manifest, and ``duplicate_rows``: rows of a path that has another row.
     ``files``: the partition's files (:func:`~jobs.score.commit.data_files`), if listed."""
     fs, root = fsspec.core.url_to_fs(partition)
     by_status: dict[str, int] = {}
-    rows = reused = 0
+    rows = reused = twice = 0
     files = parquet_files(partition, files)
     per_file = {}
+    by_bucket: dict[str, list] = {}  # a path's rows are all in its bucket's folder
     for f in files:
-        t = pq.read_table(f, filesystem=fs, columns=["status", "reused"])
-        rows += t.num_rows
-        per_file[f[len(root.rstrip("/")):].lstrip("/")] = t.num_rows
-        reused += int(pa.compute.sum(t["reused"]).as_py() or 0)
-        for k, v in pd.Series(t["status"].to_pylist()).value_counts().items():
-            by_status[k] = by_status.get(k, 0) + int(v)
+        by_bucket.setdefault(f.rsplit("/", 1)[0], []).append(f)
+    for folder in by_bucket.values():  # one bucket's paths in memory at a time
+        paths = []
+        for f in folder:
+            t = pq.read_table(f, filesystem=fs, columns=["path", "status", "reused"])
+            rows += t.num_rows
+            per_file[f[len(root.rstrip("/")):].lstrip("/")] = t.num_rows
+            reused += int(pa.compute.sum(t["reused"]).as_py() or 0)
+            for k, v in pd.Series(t["status"].to_pylist()).value_counts().items():
+                by_status[k] = by_status.get(k, 0) + int(v)
+            paths.append(t["path"])
+        if paths:
+            both = pa.chunked_array([c for p in paths for c in p.chunks], pa.string())
+            twice += len(both) - pa.compute.count_distinct(both).as_py()
     failed = rows - by_status.get("ok", 0)
     return {
         "rows": rows,
@@ -36,6 +46,7 @@ def summarise(partition: str, files: dict[str, int] | None = None) -> dict:
         "by_status": by_status,
         "files": len(files),
         "rows_by_file": per_file,
+        "duplicate_rows": twice,
     }
 
 
