@@ -52,7 +52,8 @@ def upload(client, keys: list[str], threads: int = 16) -> None:
 
 
 def old_list_top(uri: str):
-    from fiqa_core.lake import _matcher, facts, full_uri, split_root
+    from fiqa_core.lake import facts, full_uri, split_root
+    from fiqa_core.listers import _matcher
 
     fs, root, pattern = split_root(uri)
     match = _matcher(pattern) if pattern else (lambda name: True)
@@ -66,7 +67,8 @@ def old_list_top(uri: str):
 
 
 def old_list_under(uri_like: str, directory: str):
-    from fiqa_core.lake import _matcher, facts, full_uri, split_root
+    from fiqa_core.lake import facts, full_uri, split_root
+    from fiqa_core.listers import _matcher
 
     fs, _, pattern = split_root(uri_like)
     match = _matcher(pattern) if pattern else (lambda name: True)

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fiqa_core import inventory
+from fiqa_core import manifest as own_manifest
 from fiqa_core.errors import ConfigError, InputError, NotFoundError
 from fiqa_core.lake import facts
 from tests import test_score
@@ -123,7 +124,7 @@ def read_rows(manifest: str) -> pd.DataFrame:
     inventory.check_files(inv)
     tables = [t for uri, _ in inv.files for t in inventory.read_inventory_file(inv, uri)]
     table = pa.concat_tables(tables)
-    assert table.schema == inventory.ROWS_SCHEMA
+    assert table.schema == own_manifest.ROWS_SCHEMA
     return table.to_pandas().sort_values("path", ignore_index=True)
 
 
@@ -234,8 +235,8 @@ def test_a_manifest_of_your_own_names_its_columns(tmp_path):
                    "/l/b.jpg,,2026-12-01 01:02:03.5,,y\n"
                    "/l/c.jpg,12,2026-12-01T02:02:03+01:00,def,z\n")
     spec = "path=uri, size=bytes, mtime=modified, etag=md5"
-    columns = inventory.check_manifest(str(csv), spec)
-    rows = pa.concat_tables(inventory.read_manifest_file(str(csv), columns)).to_pylist()
+    columns = own_manifest.check_manifest(str(csv), spec)
+    rows = pa.concat_tables(own_manifest.read_manifest_file(str(csv), columns)).to_pylist()
     assert rows == [
         {"path": "/l/a.jpg", "size": 10, "mtime": T0.timestamp(), "etag": "abc"},
         {"path": "/l/b.jpg", "size": None, "mtime": T0.timestamp() + 0.5, "etag": None},
@@ -246,24 +247,24 @@ def test_a_manifest_of_your_own_names_its_columns(tmp_path):
                   pa.array([T0.timestamp()])):
         pq.write_table(pa.table({"path": ["/l/a.jpg"], "size": [10], "mtime": mtime}),
                        tmp_path / "m.parquet")
-        columns = inventory.check_manifest(str(tmp_path / "m.parquet"), None)
+        columns = own_manifest.check_manifest(str(tmp_path / "m.parquet"), None)
         assert columns == {"path": "path", "size": "size", "mtime": "mtime"}
-        got = pa.concat_tables(inventory.read_manifest_file(str(tmp_path / "m.parquet"),
+        got = pa.concat_tables(own_manifest.read_manifest_file(str(tmp_path / "m.parquet"),
                                                             columns))
         assert got.to_pylist() == [{"path": "/l/a.jpg", "size": 10, "mtime": T0.timestamp(),
                                     "etag": None}]
     with pytest.raises(InputError, match="not seconds since the epoch"):
-        inventory.seconds(pa.array([T0.timestamp() * 1000]))
+        own_manifest.seconds(pa.array([T0.timestamp() * 1000]))
     with pytest.raises(ConfigError, match=r"'sz=bytes' is not fact=column"):
-        inventory.check_manifest(str(csv), "sz=bytes")
+        own_manifest.check_manifest(str(csv), "sz=bytes")
     with pytest.raises(ConfigError, match=r"m.csv: column 'nope' missing \(have: uri, bytes, "
                                           r"modified, md5, other\); manifest_columns names it "
                                           r"for mtime"):
-        inventory.check_manifest(str(csv), "path=uri,mtime=nope")
+        own_manifest.check_manifest(str(csv), "path=uri,mtime=nope")
     with pytest.raises(ConfigError, match=r"column 'path' missing .* manifest_columns=path="):
-        inventory.check_manifest(str(csv), None)
+        own_manifest.check_manifest(str(csv), None)
     with pytest.raises(NotFoundError, match="manifest not found"):
-        inventory.check_manifest(str(tmp_path / "absent.csv"), None)
+        own_manifest.check_manifest(str(tmp_path / "absent.csv"), None)
 
 
 # -- on the real S3 server: an inventory of a lake against a listing of it, over nights -----
@@ -370,4 +371,4 @@ def test_a_folder_of_images_with_a_manifest_json_of_its_own_is_listed(tmp_path):
 
 def test_a_manifest_row_without_a_path_is_refused_by_name():
     with pytest.raises(InputError, match=r"2 manifest row\(s\) without a path"):
-        inventory.facts_table(pa.array(["a.jpg", None, ""]), None, None, None)
+        own_manifest.facts_table(pa.array(["a.jpg", None, ""]), None, None, None)

@@ -251,7 +251,7 @@ def test_local_listing_splits_by_depth(local_lake):
     rows, _ = drain(f"file://{root}", Budget(tasks=4))
     assert rows_of(rows) == expected_rows(fs, root, f"file://{root}")
     pattern = f"{root}/**/*.jpg"
-    from fiqa_core.lake import _matcher
+    from fiqa_core.listers import _matcher
 
     rows, _ = drain(pattern, Budget(tasks=4))
     want = expected_rows(fs, root, root, _matcher(pattern))
@@ -328,7 +328,7 @@ def test_s3_listing_exactly_once_against_boto3(s3_lake):
         assert rows_of(rows) == boto_listing(prefix + "/"), (prefix, tasks)
         assert listed > (1 if tasks > 1 else 0)
     # a glob: the pattern at every depth
-    from fiqa_core.lake import _matcher
+    from fiqa_core.listers import _matcher
 
     pattern = f"s3://{BUCKET}/odd/**/*.jpg"
     rows, _ = drain(pattern, Budget(tasks=4, **small))

@@ -48,7 +48,8 @@ class ScoreConfig:
     manifest_columns: str | None = setting(None, "a manifest's columns, as fact=column "
                                            "pairs: path=uri,size=bytes,mtime=modified,"
                                            "etag=md5 (mtime: seconds or ISO 8601); unset: "
-                                           "columns named path, size, mtime, etag")
+                                           "columns named path, size, mtime, etag",
+                                           operational=True)
     run_date: str | None = setting(None, "fiqa score: the date partition YYYY-MM-DD; "
                                    "unset: today (UTC)")
     keep_nights: int | None = setting(None, "fiqa score: after a night commits, remove the "

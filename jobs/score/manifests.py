@@ -15,7 +15,7 @@ depend on how a night's files were found.
 
 from __future__ import annotations
 
-from fiqa_core import inventory
+from fiqa_core import inventory, manifest
 
 from .config import ScoreConfig
 
@@ -32,8 +32,8 @@ def read_manifest(cfg: ScoreConfig):
     """The manifest's files as a Ray dataset of ``path`` and the facts (nulls where absent)."""
     found = inventory.inventory_manifest(cfg.input)
     if found is None:
-        columns = inventory.check_manifest(cfg.input, cfg.manifest_columns)
-        return _read_files(inventory.manifest_files(cfg.input), _manifest_rows,
+        columns = manifest.check_manifest(cfg.input, cfg.manifest_columns)
+        return _read_files(manifest.manifest_files(cfg.input), _manifest_rows,
                            {"columns": columns})
     inv = inventory.load_inventory(found)
     if cfg.manifest_columns:
@@ -47,7 +47,7 @@ def _read_files(files: list[str], fn, kwargs: dict):
     import ray
 
     if not files:
-        return ray.data.from_arrow(inventory.ROWS_SCHEMA.empty_table())
+        return ray.data.from_arrow(manifest.ROWS_SCHEMA.empty_table())
     items = ray.data.from_items([{"file": f} for f in files], override_num_blocks=len(files))
     return items.map_batches(fn, fn_kwargs=kwargs, batch_size=1, batch_format="pyarrow")
 
@@ -59,4 +59,4 @@ def _inventory_rows(batch, inv: inventory.Inventory):
 
 def _manifest_rows(batch, columns: dict[str, str]):
     for uri in batch["file"].to_pylist():
-        yield from inventory.read_manifest_file(uri, columns)
+        yield from manifest.read_manifest_file(uri, columns)
