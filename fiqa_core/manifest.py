@@ -11,11 +11,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import ConfigError, InputError, NotFoundError
+from .listers import FACT_COLUMNS, FILES_SCHEMA
 
-FACTS = ("size", "mtime", "etag")
-ROWS_SCHEMA = pa.schema(
-    [("path", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()), ("etag", pa.string())]
-)
+FACTS = FACT_COLUMNS
+ROWS_SCHEMA = FILES_SCHEMA  # the rows of a manifest are a listing's rows
 MS_SECONDS = 1e11  # seconds reach 1e11 in the year 5138: larger "seconds" are milliseconds
 
 
