@@ -2,7 +2,9 @@
 rows that could not be read, and partitions written before rows carried a pipeline id."""
 
 import json
+from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -10,8 +12,11 @@ import pytest
 import torch
 
 from fiqa_core import create_model, read_checkpoint_config, save_checkpoint
+from fiqa_core.errors import InputError
+from fiqa_core.lake import bucket_of
 from jobs import score as score_job
 from jobs.score.planning import plan_bucket, same_facts
+from jobs.score.reading import committed_files
 from jobs.score.stages import legacy_pipeline_id, pipeline_id
 from tests.test_score import cfg, image_files, make_lake, read_partition
 
@@ -109,6 +114,55 @@ def test_rows_that_could_not_be_read_are_scored_again(tmp_path, models):
                         prev, pid, lambda m: legacy_pipeline_id(c, model, m)).to_pandas()
     assert list(again["path"]) == ["/l/b.jpg"]
     assert len(list((new / "bucket=0").glob("*.parquet"))) == 1
+    # ... and when since then /l/c.jpg was deleted and /l/a.jpg changed, the carried rows
+    # of the attempt before are carried again against this listing: no stale row left
+    changed = _listing(["/l/a.jpg", "/l/b.jpg"]).assign(mtime=[2.0, 1.0])
+    third = plan_bucket(changed, str(new), prev, pid,
+                        lambda m: legacy_pipeline_id(c, model, m)).to_pandas()
+    assert list(third["path"]) == ["/l/a.jpg", "/l/b.jpg"]
+    assert list((new / "bucket=0").glob("*.parquet")) == []
+
+
+def test_a_file_of_the_night_before_gone_while_planning_fails_the_run(tmp_path, models):
+    """Another run's retention removing the night this one plans from: the files its
+    _SUCCESS lists are read, so a file gone is an error, never a bucket read as empty."""
+    c = cfg(input="unused/", model=models[0], output=str(tmp_path))
+    model = read_checkpoint_config(models[0])
+    pid = pipeline_id(c, model)
+    prev = _previous(tmp_path, [{"path": "/l/a.jpg", "size": 10, "mtime": 1.0, "etag": None,
+                                 "score": 3.0, "status": "ok", "pipeline": pid}])
+    files = {0: ["bucket=0/a.parquet", "bucket=0/b.parquet"]}  # b.parquet: removed since
+    with pytest.raises(InputError, match=r"b\.parquet, of the night this one plans from, "
+                                         r"has gone since it was checked against its _SUCCESS"):
+        plan_bucket(_listing(["/l/a.jpg"]), str(tmp_path / "new"), prev, pid,
+                    lambda m: legacy_pipeline_id(c, model, m), previous_files=files)
+    assert committed_files(None) is None
+
+
+def test_an_interrupted_night_resumes_after_images_were_deleted_or_changed(tmp_path, models,
+                                                                           ray_local):
+    lake = tmp_path / "lake"
+    make_lake(lake, n_jpeg=12, n_png=0, zoo=False)
+    out = tmp_path / "scores"
+    score_job.run(cfg(input=lake, model=models[0], output=out, run_date="2026-11-20"))
+    night = cfg(input=lake, model=models[0], output=out, run_date="2026-11-21")
+    assert score_job.run(night)["reused"] == 12
+    # what a night killed after planning leaves: its carried rows, no _SUCCESS
+    (out / "date=2026-11-21" / "_SUCCESS").unlink()
+    files = image_files(lake)
+    # deleted before the rerun: the image alone in its bucket if there is one (then no
+    # image of the rerun's listing falls in the bucket that holds its carried row)
+    per_bucket = Counter(bucket_of(f, night.buckets) for f in files)
+    gone = next((f for f in files if per_bucket[bucket_of(f, night.buckets)] == 1), files[0])
+    Path(gone).unlink()
+    left = [f for f in files if f != gone]
+    Path(left[0]).write_bytes(Path(left[1]).read_bytes())  # changed before the rerun
+    again = score_job.run(night)
+    assert (again["images"], again["rows"], again["scored"], again["reused"]) == (11, 11, 1, 10)
+    rows = read_partition(str(out / "date=2026-11-21")).set_index("path")
+    assert sorted(rows.index) == left
+    assert not rows.at[left[0], "reused"] and rows.loc[left[1:], "reused"].all()
+    assert rows.at[left[0], "size"] == Path(left[1]).stat().st_size
 
 
 def test_a_partition_from_before_pipeline_ids_is_read_as_its_model_alone(tmp_path, models,

@@ -67,7 +67,10 @@ def test_a_night_busy_with_another_run_is_left_for_the_next(tmp_path, caplog):
 def test_a_removal_cut_short_is_finished_next_time_and_never_reused(tmp_path, monkeypatch):
     for d in ("01", "02", "03"):
         _night(tmp_path, f"2026-12-{d}")
-    (tmp_path / "date=2026-12-01" / "bucket=0" / "b.parquet").write_bytes(b"PAR1")
+    first = tmp_path / "date=2026-12-01"
+    (first / "bucket=0" / "b.parquet").write_bytes(b"PAR1")
+    manifest = [{"name": f"bucket=0/{n}.parquet", "size": 4, "rows": 1} for n in "ab"]
+    (first / "_SUCCESS").write_text(json.dumps({"rows": 2, "manifest": manifest}))
     import fsspec.implementations.local as local
 
     real = local.LocalFileSystem.rm_file
@@ -92,6 +95,35 @@ def test_a_removal_cut_short_is_finished_next_time_and_never_reused(tmp_path, mo
     # the next night's retention finishes it
     retire(str(tmp_path), str(tmp_path / "date=2026-12-03"), keep=2)
     assert _names(tmp_path) == ["date=2026-12-02", "date=2026-12-03"]
+
+
+def test_a_damaged_night_is_left_and_not_counted_among_those_kept(tmp_path, caplog):
+    for d in ("01", "02", "03", "04"):
+        _night(tmp_path, f"2026-12-{d}")
+    (tmp_path / "date=2026-12-03" / "bucket=0" / "a.parquet").unlink()  # damaged
+    with caplog.at_level(logging.WARNING, logger="fiqa.score"):
+        removed = retire(str(tmp_path), str(tmp_path / "date=2026-12-04"), keep=2)
+    # kept: the two newest that match their _SUCCESS (02 and 04); 03 left for a person
+    assert [p.rsplit("/", 1)[-1] for p in removed] == ["date=2026-12-01"]
+    assert _names(tmp_path) == ["date=2026-12-02", "date=2026-12-03", "date=2026-12-04"]
+    assert (tmp_path / "date=2026-12-03" / "_SUCCESS").exists()
+    assert "date=2026-12-03 does not match its _SUCCESS (1 missing (bucket=0/a.parquet))" in (
+        caplog.text)
+
+
+def test_a_store_error_listing_the_nights_is_a_warning(tmp_path, monkeypatch, caplog):
+    for d in ("01", "02"):
+        _night(tmp_path, f"2026-12-{d}")
+    import jobs.score.retention as retention
+
+    def unreachable(output):
+        raise OSError("the store failed")
+
+    monkeypatch.setattr(retention, "dates", unreachable)
+    with caplog.at_level(logging.WARNING, logger="fiqa.score"):
+        assert retire(str(tmp_path), str(tmp_path / "date=2026-12-02"), keep=1) == []
+    assert "retention: nothing removed this time (OSError: the store failed)" in caplog.text
+    assert _names(tmp_path) == ["date=2026-12-01", "date=2026-12-02"]
 
 
 def test_keep_nights_must_be_at_least_one():

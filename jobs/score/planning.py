@@ -2,8 +2,9 @@
 from the previous complete partition (same pipeline id, same file facts), or score it.
 
 Only this run's own partition, under its lease, is ever changed here: a Parquet file in it
-that is provably cut short (its footer missing: :func:`is_partial`) is removed and its rows
-redone. A file of the previous, committed partition is only read; any error reading it
+that is provably cut short (its footer missing: :func:`~.reading.is_partial`) is removed
+and its rows redone, and the carried rows of an attempt before are carried again. A file of
+the previous, committed partition is only read (:mod:`.reading`); any error reading it
 (after the store client's retries) fails the run, with nothing removed.
 """
 
@@ -26,7 +27,8 @@ from fiqa_core.tables import parquet_files
 
 from .commit import MARKER
 from .commit import parquet_files as partition_files
-from .schema import CARRIED, FACTS, FILE_SCHEMA, OUTPUT_SCHEMA, PLAN_SCHEMA, ROW_GROUP_ROWS, arrow
+from .reading import CARRY, committed_files, drop_carried, read_bucket, read_file, read_previous
+from .schema import CARRIED, FACTS, FILE_SCHEMA, PLAN_SCHEMA, ROW_GROUP_ROWS, arrow
 
 log = logging.getLogger("fiqa.score")
 
@@ -59,7 +61,8 @@ def plan(listing, out: str, previous: str | None, pipeline: str, buckets: int, l
     if previous is None and not has_rows(out):
         # a first run into an empty output: nothing to skip or carry, so no shuffle by bucket
         return listing.map_batches(_plan_all, batch_format="pandas")
-    kwargs = {"done": out, "previous": previous, "pipeline": pipeline, "legacy": legacy}
+    kwargs = {"done": out, "previous": previous, "pipeline": pipeline, "legacy": legacy,
+              "previous_files": committed_files(previous)}
     if rows is not None and rows <= PLAN_IN_DRIVER_ROWS:
         return _plan_here(listing, kwargs)
     return (
@@ -177,55 +180,16 @@ def repair_bucket(group: pd.DataFrame, out: str) -> pd.DataFrame:
     })
 
 
-def read_bucket(partition: str | None, bucket: int, columns=None, own: bool = False
-                ) -> pd.DataFrame:
-    """Rows already written for one bucket of a partition. ``own``: the run's own partition
-    (held under its lease), whose partial files are removed; of any other partition a file
-    that cannot be read fails the run."""
-    empty = pd.DataFrame(columns=columns or OUTPUT_SCHEMA.names)
-    if partition is None:
-        return empty
-    fs, root = fsspec.core.url_to_fs(storage.join(partition, f"bucket={bucket}"))
-    if not fs.exists(root):
-        return empty
-    frames = [read_file(fs, f, columns, own) for f in parquet_files(fs, root)]
-    frames = [t.to_pandas() for t in frames if t is not None]
-    return pd.concat(frames, ignore_index=True) if frames else empty
 
 
-def read_file(fs, path: str, columns, own: bool, remove: bool = True) -> pa.Table | None:
-    """One Parquet file (of ``columns``, those it has: a file written before rows carried
-    a ``pipeline`` lacks it); None for a partial file of the run's own partition (removed
-    when ``remove``). Store errors (already retried by the client) propagate."""
-    try:
-        if columns is not None and "pipeline" in columns:
-            names = pq.read_schema(path, filesystem=fs).names
-            columns = [c for c in columns if c in names]
-        return pq.read_table(path, filesystem=fs, columns=columns)
-    except pa.ArrowInvalid as e:
-        if not own or not is_partial(fs, path):
-            raise InputError(
-                f"{path} cannot be read ({e}), yet its footer is in place, so it is not "
-                "a file cut short by a write. Nothing was changed. The file was damaged "
-                "after it was written: restore it, or move its partition aside, and run "
-                "again"
-            ) from e
-        if remove:
-            log.warning("removing %s: a Parquet file cut short by an interrupted write (%s); "
-                        "its rows are scored again", path, e)
-            fs.rm(path)
-        return None
 
 
-def is_partial(fs, path: str) -> bool:
-    """Whether a file is provably not a whole Parquet file: the magic bytes missing at
-    either end, or a footer longer than the file. Read errors propagate."""
-    size = int(fs.info(path)["size"])
-    if size < 12:
-        return True
-    head = fs.cat_file(path, start=0, end=4)
-    tail = fs.cat_file(path, start=size - 8, end=size)
-    return not storage.parquet_tail_ok(size, head, tail)
+
+
+
+
+
+
 
 
 def same_facts(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
@@ -245,18 +209,21 @@ def same_facts(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
 
 
 def plan_bucket(group: pd.DataFrame, done: str, previous: str | None, pipeline: str,
-                legacy) -> pa.Table:
-    """Per listed image of one bucket: already in this run's output (dropped), unchanged
-    since ``previous`` (its row carried forward), or to score (the rows returned).
+                legacy, previous_files: dict[int, list[str]] | None = None) -> pa.Table:
+    """Per listed image of one bucket: already scored in this run's output (dropped),
+    unchanged since ``previous`` (its row carried forward), or to score (the rows returned).
+    ``previous_files``: ``previous``'s files by bucket (:func:`committed_files`).
 
     Carried rows never pass through the pipeline: they are written here, straight into this
-    run's bucket folder, as one file published whole (a rerun then finds them done). So a
-    night's cost follows what changed: a million-image night moves only its new rows."""
+    run's bucket folder, as one file published whole. So a night's cost follows what
+    changed: a million-image night moves only its new rows. A rerun (or Ray retrying the
+    task) removes the carried rows of the attempt before and carries again."""
     bucket = int(group["bucket"].iloc[0])
+    drop_carried(done, bucket)
     finished = set(read_bucket(done, bucket, columns=["path"], own=True)["path"])
     todo = group[~group["path"].isin(finished)].drop_duplicates("path").reset_index(drop=True)
     reuse = np.zeros(len(todo), dtype=bool)
-    prev = read_bucket(previous, bucket) if len(todo) else pd.DataFrame()
+    prev = read_previous(previous, bucket, previous_files) if len(todo) else pd.DataFrame()
     if len(prev):
         prev = with_pipeline(prev, legacy)
         prev = prev[(prev["pipeline"] == pipeline) & (prev["status"] != "read_error")]
@@ -281,7 +248,7 @@ def carry_forward(prev: pd.DataFrame, listed: pd.DataFrame, out: str, bucket: in
     rows["reused"] = True
     table = arrow(rows, FILE_SCHEMA)
     fs, root = fsspec.core.url_to_fs(storage.join(out, f"bucket={bucket}"))
-    with storage.ParquetOutput(fs, f"{root}/reused-{uuid.uuid4().hex}.parquet") as f:
+    with storage.ParquetOutput(fs, f"{root}/{CARRY}{uuid.uuid4().hex}.parquet") as f:
         pq.write_table(table, f, row_group_size=ROW_GROUP_ROWS)
 
 

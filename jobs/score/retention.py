@@ -6,8 +6,10 @@ backfill of an older date) is removed, under that partition's lease, so no run i
 writing it meanwhile. First a ``_RETIRED`` marker is written and ``_SUCCESS`` removed:
 from then on the partition reads as incomplete and no night reuses it; then its files;
 the marker last. A removal cut short leaves the marker, and the next night's retention
-finishes it. Partitions without
-``_SUCCESS`` (an unfinished run's) are never touched.
+finishes it. Partitions without ``_SUCCESS`` (an unfinished run's) are never touched, nor
+are damaged ones (files that do not match their ``_SUCCESS``: ``fiqa verify``): they are
+left for a person to look at, and they do not count among the nights kept, so the newest
+complete night that matches its ``_SUCCESS`` is never removed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from fiqa_core import storage
 from fiqa_core.errors import ConfigError
 from fiqa_core.lease import LEASE, Lease
 
-from .commit import MARKER, RETIRED, dates
+from .commit import MARKER, RETIRED, dates, describe, verify
 
 log = logging.getLogger("fiqa.score")
 
@@ -39,15 +41,23 @@ def check_not_retired(partition: str) -> None:
 def to_retire(output: str, current: str, keep: int) -> list[str]:
     """The partitions of ``output`` that retention removes after ``current`` committed:
     the committed ones outside the newest ``keep`` (by date, ``current`` among them), never
-    ``current`` itself, and any whose removal was cut short."""
+    ``current`` itself, and any whose removal was cut short. A committed partition whose
+    files do not match its ``_SUCCESS`` is neither counted nor removed (a warning)."""
     this = current.rstrip("/").rsplit("/", 1)[-1]
     complete, retiring = [], []
     for name in dates(output):
         part = storage.join(output, name)
         if storage.exists(storage.join(part, RETIRED)):
             retiring.append(name)
-        elif name == this or storage.exists(storage.join(part, MARKER)):
+        elif name == this:
             complete.append(name)
+        elif storage.exists(storage.join(part, MARKER)):
+            problems = verify(part)
+            if not problems:
+                complete.append(name)
+                continue
+            log.warning("retention: %s does not match its %s (%s): left as it is, and not "
+                        "counted among the nights kept", part, MARKER, describe(problems))
     window = set(complete[-keep:])
     older = [n for n in complete if n not in window and n != this]
     return [storage.join(output, n) for n in sorted(set(retiring) | set(older))]
@@ -60,7 +70,12 @@ def retire(output: str, current: str, keep: int | None) -> list[str]:
     if not keep:
         return []
     removed = []
-    for part in to_retire(output, current, keep):
+    try:
+        parts = to_retire(output, current, keep)
+    except Exception as e:  # the store failed listing the nights: all left for the next
+        log.warning("retention: nothing removed this time (%s: %s)", type(e).__name__, e)
+        return []
+    for part in parts:
         try:
             with Lease(part, f"fiqa score retention (keep_nights={keep})"):
                 _remove(part)

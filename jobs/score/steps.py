@@ -19,6 +19,7 @@ from .commit import own_files, previous_partition
 from .config import ScoreConfig
 from .listing import list_images
 from .planning import buckets_of, check_pipelines, plan
+from .reading import drop_all_carried
 from .schema import ROW_GROUP_ROWS
 from .stages import Context, build, legacy_pipeline_id, pipeline_id
 
@@ -71,9 +72,11 @@ def plan_run(cfg: ScoreConfig, nightly: bool, model: CheckpointConfig, out: str,
     seconds = {"start": t_list - t0, "listing": time.time() - t_list}
     print(f"fiqa: listed {n_files} files, {images} images ({time.time() - t0:.0f} s)", flush=True)
     t_plan = time.time()
-    removed = own_files(out)[1]  # this run's own partition, under its lease
+    files, removed = own_files(out)  # this run's own partition, under its lease
     if removed:
         log.warning("%s: removed %d temporary file(s) of an interrupted write", out, removed)
+    if drop_all_carried(out, files):  # carried again below, against this listing
+        log.info("%s: an interrupted attempt's carried rows are planned again", out)
     check_pipelines(out, pipeline, model.id)
     previous, damaged = previous_partition(cfg.output, out) if nightly else (None, [])
     if previous and buckets_of(previous) != cfg.buckets:
