@@ -16,7 +16,7 @@ from fiqa_core.errors import InputError
 from fiqa_core.lake import bucket_of
 from jobs import score as score_job
 from jobs.score.planning import plan_bucket, same_facts
-from jobs.score.reading import committed_files
+from jobs.score.reading import committed_files, drop_all_carried
 from jobs.score.stages import legacy_pipeline_id, pipeline_id
 from tests.test_score import cfg, image_files, make_lake, read_partition
 
@@ -114,8 +114,10 @@ def test_rows_that_could_not_be_read_are_scored_again(tmp_path, models):
                         prev, pid, lambda m: legacy_pipeline_id(c, model, m)).to_pandas()
     assert list(again["path"]) == ["/l/b.jpg"]
     assert len(list((new / "bucket=0").glob("*.parquet"))) == 1
-    # ... and when since then /l/c.jpg was deleted and /l/a.jpg changed, the carried rows
-    # of the attempt before are carried again against this listing: no stale row left
+    # ... and when since then /l/c.jpg was deleted and /l/a.jpg changed, a rerun's driver
+    # drops the carried rows of the attempt before and they are carried again against this
+    # listing: no stale row left
+    assert drop_all_carried(str(new), [f"bucket=0/{carried[0].name}"]) == 1
     changed = _listing(["/l/a.jpg", "/l/b.jpg"]).assign(mtime=[2.0, 1.0])
     third = plan_bucket(changed, str(new), prev, pid,
                         lambda m: legacy_pipeline_id(c, model, m)).to_pandas()

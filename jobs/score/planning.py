@@ -27,7 +27,7 @@ from fiqa_core.tables import parquet_files
 
 from .commit import MARKER
 from .commit import parquet_files as partition_files
-from .reading import CARRY, committed_files, drop_carried, read_bucket, read_file, read_previous
+from .reading import CARRY, committed_files, read_bucket, read_file, read_previous
 from .schema import CARRIED, FACTS, FILE_SCHEMA, PLAN_SCHEMA, ROW_GROUP_ROWS, arrow
 
 log = logging.getLogger("fiqa.score")
@@ -180,18 +180,6 @@ def repair_bucket(group: pd.DataFrame, out: str) -> pd.DataFrame:
     })
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 def same_facts(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
     """Row by row, whether every fact of ``a`` equals ``b``'s (both unknown counts as
     equal), vectorised: a night compares a million rows' facts in well under a second."""
@@ -216,10 +204,11 @@ def plan_bucket(group: pd.DataFrame, done: str, previous: str | None, pipeline: 
 
     Carried rows never pass through the pipeline: they are written here, straight into this
     run's bucket folder, as one file published whole. So a night's cost follows what
-    changed: a million-image night moves only its new rows. A rerun (or Ray retrying the
-    task) removes the carried rows of the attempt before and carries again."""
+    changed: a million-image night moves only its new rows. A rerun of the night carries
+    again: its driver removes the attempt before's carried rows first
+    (:func:`~.reading.drop_all_carried`); Ray retrying this task, with the same listing,
+    finds this attempt's carried rows done."""
     bucket = int(group["bucket"].iloc[0])
-    drop_carried(done, bucket)
     finished = set(read_bucket(done, bucket, columns=["path"], own=True)["path"])
     todo = group[~group["path"].isin(finished)].drop_duplicates("path").reset_index(drop=True)
     reuse = np.zeros(len(todo), dtype=bool)

@@ -66,26 +66,15 @@ def read_previous(partition: str | None, bucket: int, files: dict[int, list[str]
 
 
 def drop_all_carried(out: str, files) -> int:
-    """:func:`drop_carried` over every bucket of the run's own partition, of its file
-    names (``commit.own_files``): also the buckets no image of this listing falls in
-    (one whose only image was deleted since the attempt before). How many were removed."""
+    """Remove the carried rows (``reused-*.parquet``) an interrupted attempt of this run
+    wrote into its own partition (under its lease), of its file names
+    (``commit.own_files``), in every bucket, also those no image of this listing falls in
+    (one whose only image was deleted since): planning carries them again against this
+    listing, so an image deleted or changed since leaves no stale row. How many files
+    were removed."""
     carried = [n for n in files if n.rsplit("/", 1)[-1].startswith(CARRY)]
     for name in carried:
         storage.remove(storage.join(out, name))
-    return len(carried)
-
-
-def drop_carried(out: str, bucket: int) -> int:
-    """Remove the carried rows (``reused-*.parquet``) an interrupted attempt of this run
-    wrote into one bucket of its own partition (under its lease): they are planned and
-    carried again, against this listing, so an image deleted or changed since is not
-    left behind as a stale row. How many files were removed."""
-    fs, root = fsspec.core.url_to_fs(storage.join(out, f"bucket={bucket}"))
-    if not fs.exists(root):
-        return 0
-    carried = [f for f in parquet_files(fs, root) if f.rsplit("/", 1)[-1].startswith(CARRY)]
-    for f in carried:
-        fs.rm(f)
     return len(carried)
 
 
