@@ -53,7 +53,13 @@ BODY_TRIES = 3  # a response cut off mid-body: botocore retries only until the h
 
 def read_bytes(uri: str) -> bytes:
     """A whole object. The store's client retries failed requests; a response that breaks
-    off after its headers (which botocore cannot retry) is read again, up to 3 times."""
+    off after its headers (which botocore cannot retry) is read again, up to 3 times.
+    A local file is read with a plain ``open``: fsspec's file object cost more than the
+    read itself for small images (a third of a decode task's time, profiled)."""
+    local = local_path(str(uri))
+    if local is not None:
+        with open(local, "rb") as f:
+            return f.read()
     fs, path = fsspec.core.url_to_fs(str(uri))
     for attempt in range(BODY_TRIES):
         try:
@@ -62,6 +68,14 @@ def read_bytes(uri: str) -> bytes:
             if attempt + 1 == BODY_TRIES or not _cut_off(e):
                 raise
     raise AssertionError("unreachable")
+
+
+def local_path(uri: str) -> str | None:
+    """The local path of a plain path or a ``file://`` URI; None for any other store (whose
+    reads wait on the network, so they are worth running in threads)."""
+    if uri.startswith("file://"):
+        return uri[len("file://"):]
+    return None if "://" in uri else uri
 
 
 def _cut_off(e: BaseException) -> bool:

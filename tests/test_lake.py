@@ -108,3 +108,8 @@ def test_decodes_are_bounded_by_decode_slots_while_reads_overlap(tmp_path):
     most[0] = 0
     load_images(paths, decode, threads=6)  # unbounded: decodes overlap on the threads
     assert most[0] > 1
+    names = set()
+    for _ in range(4):  # one pool per size per process, kept for the next batch
+        names |= {d.error for d in load_images(paths, lambda d: Decoded(
+            "ok", threading.current_thread().name), 6)}
+    assert 1 < len(names) <= 6

@@ -76,6 +76,18 @@ def test_missing_objects_are_missing(tmp_path):
     assert (data, status) == (None, "missing") and "no such file" in error
 
 
+def test_local_reads_by_path_and_file_uri(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"jpeg bytes")
+    (tmp_path / "folder.jpg").mkdir()
+    assert storage.read_object(str(tmp_path / "a.jpg")) == (b"jpeg bytes", "ok", None)
+    assert storage.read_object(f"file://{tmp_path}/a.jpg") == (b"jpeg bytes", "ok", None)
+    assert storage.read_object(f"file://{tmp_path}/gone.jpg")[1] == "missing"
+    assert storage.read_object(str(tmp_path / "folder.jpg")) == (
+        None, "missing", "is a directory, not a file")
+    assert storage.local_path("s3://bucket/a.jpg") is None
+    assert storage.local_path(f"file://{tmp_path}/a.jpg") == f"{tmp_path}/a.jpg"
+
+
 def test_a_store_error_never_passes_for_absent(flaky):
     """fsspec's exists() answers False on any error: a throttled HEAD of a _SUCCESS would
     make a committed partition look unfinished, and a run would write into it."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from fiqa_core import storage
 from fiqa_core.images import Decoded, prepare_image
 from fiqa_core.lake import load_images
 
@@ -48,7 +49,10 @@ def read_batch(batch: pa.Table, threads: int) -> pa.Table:
         kept[id(result)] = data
         return result
 
-    results = load_images(batch.column("path").to_pylist(), keep, threads)
+    paths = batch.column("path").to_pylist()
+    if paths and storage.local_path(paths[0]) is not None:
+        threads = 1  # a local read waits on nothing: threads would only add their overhead
+    results = load_images(paths, keep, threads)
     return _with_columns(batch, READ_SCHEMA, {
         "encoded": [kept.get(id(r), b"") for r in results],
         "status": [r.status for r in results],
