@@ -157,6 +157,14 @@ def test_nightly_rescoring_is_incremental(tmp_path, checkpoint, ray_local, plann
     np.testing.assert_array_equal(kept["raw_score"], day1.loc[kept.index, "raw_score"])
     assert (kept["scored_at"] == day1.loc[kept.index, "scored_at"]).all()
 
+    # a night with nothing changed: every row carried, none scored (in tasks, the plan
+    # streams into a pipeline that meets no rows)
+    third = score_job.run(cfg(input=lake, model=checkpoint, output=out, run_date="2026-11-22"))
+    assert (third["scored"], third["reused"], third["rows"]) == (0, 65, 65)
+    day3 = read_partition(str(out / "date=2026-11-22")).set_index("path")
+    assert day3["reused"].all() and len(day3) == 65 and day3.index.is_unique
+    np.testing.assert_array_equal(day3["raw_score"], day2.loc[day3.index, "raw_score"])
+
 
 def test_interrupted_runs_complete_without_duplicates(tmp_path, checkpoint, ray_local):
     lake = tmp_path / "lake"

@@ -87,7 +87,11 @@ def plan_run(cfg: ScoreConfig, nightly: bool, model: CheckpointConfig, out: str,
     planned = plan(listing, out, previous, pipeline, cfg.buckets, legacy,
                    tasks=2 * cluster_cores(), rows=images)
     seconds["planning"] = time.time() - t_plan
-    print(f"fiqa: planned what to score and reuse ({time.time() - t0:.0f} s)", flush=True)
+    if _materialized(planned):
+        print(f"fiqa: planned what to score and reuse ({time.time() - t0:.0f} s)", flush=True)
+    else:  # its seconds count in score_and_write
+        print(f"fiqa: planning by bucket in tasks, streaming into the score stages "
+              f"({time.time() - t0:.0f} s)", flush=True)
     ctx = Context(cfg, decisions, stamp, pipeline, faults.armed("score_actor_dies_after_batches"))
     return Planned(
         ctx, listing, n_files, images, previous, damaged,
@@ -96,11 +100,15 @@ def plan_run(cfg: ScoreConfig, nightly: bool, model: CheckpointConfig, out: str,
     )
 
 
-def execute(planned: Planned, out: str) -> None:
-    """Every stage over the rows to score, then their rows to Parquet."""
+def _materialized(ds) -> bool:
     from ray.data.dataset import MaterializedDataset
 
-    if isinstance(planned.to_score, MaterializedDataset) and planned.to_score.count() == 0:
+    return isinstance(ds, MaterializedDataset)
+
+
+def execute(planned: Planned, out: str) -> None:
+    """Every stage over the rows to score, then their rows to Parquet."""
+    if _materialized(planned.to_score) and planned.to_score.count() == 0:
         log.info("nothing to score: every image is done or carried forward from the night "
                  "before")  # no scoring actors to start
         return
