@@ -87,11 +87,7 @@ def plan_run(cfg: ScoreConfig, nightly: bool, model: CheckpointConfig, out: str,
     planned = plan(listing, out, previous, pipeline, cfg.buckets, legacy,
                    tasks=2 * cluster_cores(), rows=images)
     seconds["planning"] = time.time() - t_plan
-    if _materialized(planned):
-        print(f"fiqa: planned what to score and reuse ({time.time() - t0:.0f} s)", flush=True)
-    else:  # its seconds count in score_and_write
-        print(f"fiqa: planning by bucket in tasks, streaming into the score stages "
-              f"({time.time() - t0:.0f} s)", flush=True)
+    print(f"fiqa: planned what to score and reuse ({time.time() - t0:.0f} s)", flush=True)
     ctx = Context(cfg, decisions, stamp, pipeline, faults.armed("score_actor_dies_after_batches"))
     return Planned(
         ctx, listing, n_files, images, previous, damaged,
