@@ -32,6 +32,8 @@ SUBCOMMANDS = {
                "inside"),
     "verify": ("jobs.verify", "check every committed partition of a scoring output against "
                "its _SUCCESS"),
+    "report": ("jobs.report", "a committed night at a glance: _report.html and "
+               "_report.json beside its _SUCCESS"),
     "demo": ("jobs.demo", "run a whole round on demo data made from bundled photographs"),
 }
 EXIT_CODES = ("exit status: 0 done, 2 bad settings or input, 3 output busy (another run holds "

@@ -28,6 +28,20 @@ def init_ray(address: str | None = None, min_cpus: float = 0) -> None:
     log.info("started a local Ray with %d logical CPUs", cpus)
 
 
+def ray_data_progress(verbose: bool) -> None:
+    """Ray Data's own progress and INFO lines in this driver: only when ``verbose``
+    (non-interactive, it logs several lines per stage every 10 s; fiqa prints its own)."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = verbose
+    level = logging.INFO if verbose else logging.WARNING
+    logging.getLogger("ray.data").setLevel(level)
+    # its one-time hint on how to turn the bars back on names Ray's API, not verbose=true
+    logging.getLogger("ray.data._internal.progress").setLevel(
+        level if verbose else logging.ERROR)
+
+
 def cluster_cores() -> int:
     """The cluster's CPUs as Ray counts them; for a one-node cluster on this machine (a local
     Ray, whose logical CPUs are raised to at least 4), no more than this machine's cores."""

@@ -96,6 +96,7 @@ def test_help_shows_every_setting_with_its_meaning_and_default(capsys):
     from jobs.evaluate import EvaluateConfig
     from jobs.export import ExportConfig
     from jobs.info import InfoConfig
+    from jobs.report import ReportConfig
     from jobs.score import ScoreConfig
     from jobs.self_train import RoundConfig
     from jobs.train import TrainConfig
@@ -105,7 +106,7 @@ def test_help_shows_every_setting_with_its_meaning_and_default(capsys):
                               ("train", TrainConfig), ("self-train", RoundConfig),
                               ("evaluate", EvaluateConfig), ("demo", DemoConfig),
                               ("export", ExportConfig), ("verify", VerifyConfig),
-                              ("info", InfoConfig)):
+                              ("info", InfoConfig), ("report", ReportConfig)):
         r = run(command, "--help")
         assert r.returncode == 0, r.stderr
         text = " ".join(r.stdout.split())  # argparse wraps lines
@@ -135,6 +136,7 @@ SETTINGS_CASES = {
     "export": ("jobs.export:ExportConfig", {"model": "m", "output": "m.onnx"}, "json", "opset"),
     "verify": ("jobs.verify:VerifyConfig", {"output": "o"}, "rows", None),
     "demo": ("jobs.demo:DemoConfig", {}, None, "labeled"),
+    "report": ("jobs.report:ReportConfig", {"output": "o"}, None, "gallery"),
 }
 
 

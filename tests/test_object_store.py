@@ -187,3 +187,10 @@ def test_two_scoring_runs_on_one_s3_output_write_each_row_once(s3, tmp_path):
     assert len(paths) == len(set(paths)) == lake_images == n  # each image exactly once
     assert json.loads(fs.cat(f"{out}/_SUCCESS"))["rows"] == len(paths)
     assert not fs.exists(f"{out}/{LEASE}")
+    # the run's report, on the store beside _SUCCESS, its thumbnails read from the store
+    from jobs import report
+    from tests.test_report import _page_images
+
+    assert json.loads(fs.cat(f"{out}/{report.JSON}"))["counts"]["rows"] == len(paths)
+    thumbs = _page_images(fs.cat(f"{out}/{report.HTML}").decode())[1:]
+    assert len(thumbs) == 24 and all(t[:2] == b"\xff\xd8" for t in thumbs)  # JPEGs

@@ -43,8 +43,10 @@ class ScoreActor:
 
     def __init__(self, load: str, model, options: dict, model_id: str,
                  pipeline: str, scored_at: str, die_after: int | None = None,
-                 fault_marker: str | None = None):
+                 fault_marker: str | None = None, counter=None):
         from fiqa_core.extras import named
+
+        from .progress import Tally
 
         t0 = time.perf_counter()
         if not isinstance(model, (str, bytes)):  # a converted model in Ray's object store
@@ -68,6 +70,7 @@ class ScoreActor:
         self.pipeline, self.scored_at = pipeline, scored_at
         self.compile_logged = False
         self.die_after, self.fault_marker, self.batches = die_after, fault_marker, 0
+        self.tally = Tally(counter)
 
     def _pixels(self, batch: dict, status: np.ndarray):
         """The batch's prepared pixels (N x S x S x 3): decode-stage rows from their bytes,
@@ -116,4 +119,5 @@ class ScoreActor:
         df = pd.DataFrame({k: v for k, v in batch.items() if k not in ("pixels", "encoded")})
         df = df.assign(**scores, model=self.scorer.model_id, pipeline=self.pipeline,
                        reused=False, scored_at=self.scored_at)
+        self.tally.add(len(df), int((df["status"] != "ok").sum()))
         return arrow(df, OUTPUT_SCHEMA)

@@ -56,6 +56,17 @@ class ScoreConfig:
                                       "committed date= partitions older than the newest "
                                       "keep_nights (the night just written always kept); "
                                       "unset: keep every night", operational=True)
+    progress_s: float = setting(30.0, "seconds between fiqa's progress lines while scoring "
+                                "(images done of the total, rate, ETA, failures); 0: none",
+                                operational=True)
+    verbose: bool = setting(False, "also show Ray Data's own progress and INFO lines (every "
+                            "10 s, several lines per stage)", operational=True)
+    report: bool = setting(True, "after the run commits, write _report.html and "
+                           "_report.json beside _SUCCESS (fiqa report: what they show)",
+                           operational=True)
+    report_threshold: float | None = setting(None, "the report's quality threshold: the "
+                                             "share of scores below it is tracked",
+                                             operational=True)
     buckets: int = setting(64, "output partitions by a stable hash of the path; keep it fixed "
                            "across runs (a change rescores everything)")
     batch_size: int | None = setting(None, "images per forward pass; unset: 8 on a CPU (a "

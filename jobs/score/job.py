@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 
 from fiqa_core import storage
@@ -24,6 +25,8 @@ from .planning import repair
 from .retention import check_not_retired, retire
 from .stages import pipeline_id
 from .steps import execute, plan_run
+
+log = logging.getLogger("fiqa.score")
 
 
 def get_args_parser(prog: str = "fiqa score", description: str = "") -> argparse.ArgumentParser:
@@ -139,6 +142,20 @@ def _run(cfg: ScoreConfig, nightly: bool, model, out: str, lease) -> dict:
     planned.seconds["verify"] = time.time() - t_verify
     summary.update({**planned.facts(t0), "images": summary["images"]})  # distinct paths
     summary = commit(out, summary, lease, cfg.output)
+    if cfg.report:  # before retention, which may remove the night it compares with
+        _report(cfg, out)
     if nightly:  # committed: what retention does (or fails to do) cannot change that
         retire(cfg.output, out, cfg.keep_nights)
     return summary
+
+
+def _report(cfg: ScoreConfig, out: str) -> None:
+    """The committed night's report; a failure is a warning (the night is committed)."""
+    from jobs.report import HTML, ReportSettings, write_report
+
+    try:
+        write_report(out, cfg.output, ReportSettings(threshold=cfg.report_threshold))
+        print(f"fiqa: report: {storage.join(out, HTML)}", flush=True)
+    except Exception as e:
+        log.warning("%s is committed, but its report could not be written (%s: %s); write "
+                    "it with: fiqa report output=%s", out, type(e).__name__, e, cfg.output)

@@ -36,6 +36,7 @@ class Context:
     run_stamp: str
     pipeline: str
     die_after: int | None = None
+    counter: object = None  # the progress counter's actor handle (jobs.score.progress)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ def _actor_kwargs(ctx: Context) -> dict:
         "scored_at": ctx.run_stamp,
         "die_after": ctx.die_after,
         "fault_marker": storage.join(cfg.output, FAULT_MARKER),
+        "counter": ctx.counter,
     }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 from fiqa_core import storage
@@ -55,9 +55,10 @@ class Planned:
 def plan_run(cfg: ScoreConfig, nightly: bool, model: CheckpointConfig, out: str,
              t0: float) -> Planned:
     from fiqa_core.engines import preflight
-    from jobs.ray_env import cluster_cores, cluster_resources, init_ray
+    from jobs.ray_env import cluster_cores, cluster_resources, init_ray, ray_data_progress
 
     init_ray(cfg.address, min_cpus=2)
+    ray_data_progress(cfg.verbose)
     decisions = preflight(cfg, cluster_resources(), model)
     for note in decisions.notes:
         log.warning(note)
@@ -108,8 +109,15 @@ def execute(planned: Planned, out: str) -> None:
         log.info("nothing to score: every image is done or carried forward from the night "
                  "before")  # no scoring actors to start
         return
+    import ray
+
+    from .progress import Counter, Reporter
+
     cfg = planned.ctx.cfg
-    scored = build(planned.to_score, planned.ctx)
+    counter = ray.remote(num_cpus=0)(Counter).remote()
+    scored = build(planned.to_score, replace(planned.ctx, counter=counter))
+    # a first night's plan is not materialized: then every listed image is to score
+    total = planned.to_score.count() if _materialized(planned.to_score) else planned.images
     # result rows are gathered into large write tasks: each writes at most one file per
     # bucket, so a lake's scores land in a few large files instead of one per block
     # (min_bytes_per_file is experimental in Ray 2.60; min_rows_per_file with partition
@@ -118,10 +126,16 @@ def execute(planned: Planned, out: str) -> None:
     # every 64-row block became a row group (247 in a 381-row file), whose metadata bloated
     # the files 9x and held the write task's memory at 1.1 GB for 100k rows
     fs, path = storage.arrow_filesystem(out)  # each file published whole or not at all
-    scored.write_parquet(
-        path,
-        filesystem=fs,
-        partition_cols=["bucket"],
-        min_bytes_per_file=max(1, int(cfg.write_batch_mb * 2**20)),
-        row_group_size=ROW_GROUP_ROWS,
-    )
+    reporter = Reporter(lambda: ray.get(counter.read.remote(), timeout=30), lambda: total,
+                        cfg.progress_s, out=lambda text: print(text, flush=True))
+    try:
+        with reporter:
+            scored.write_parquet(
+                path,
+                filesystem=fs,
+                partition_cols=["bucket"],
+                min_bytes_per_file=max(1, int(cfg.write_batch_mb * 2**20)),
+                row_group_size=ROW_GROUP_ROWS,
+            )
+    finally:
+        ray.kill(counter)

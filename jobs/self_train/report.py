@@ -6,42 +6,22 @@ those names. Plotting needs matplotlib (the ``report`` extra).
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pandas as pd
 
-from fiqa_core import storage
+from fiqa_core import plots, storage
 from fiqa_core.metrics import srcc
 from fiqa_core.tables import read_labels, read_parquet
 
 
 def _save(fig, folder: str, name: str) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    storage.write_bytes(storage.join(folder, name), buf.getvalue())
+    storage.write_bytes(storage.join(folder, name), plots.png(fig))
     return name
-
-
-def _figure(n: int):
-    from fiqa_core.extras import require
-
-    require("matplotlib")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.8), squeeze=False)
-    return fig, axes[0]
 
 
 def plot_predictions(preds: dict[str, pd.DataFrame], metrics: dict, folder: str) -> str:
     """Raw output vs label per model, with the model's calibration curve over it."""
-    fig, axes = _figure(len(preds))
+    fig, axes = plots.figure(len(preds))
     for ax, (name, df) in zip(axes, preds.items(), strict=True):
         ok = df[df["status"] == "ok"].sort_values("raw_score")
         ax.scatter(ok["raw_score"], ok["label"], s=8, alpha=0.6, label="held-out image")
@@ -56,13 +36,14 @@ def plot_predictions(preds: dict[str, pd.DataFrame], metrics: dict, folder: str)
 
 def plot_pseudo_labels(pseudo: dict[str, pd.DataFrame], labels: pd.Series, folder: str) -> str:
     """Histograms of the pseudo-labels of each set against the labels' own distribution."""
-    fig, axes = _figure(len(pseudo))
+    fig, axes = plots.figure(len(pseudo))
     bins = np.linspace(min(labels.min(), 0), max(labels.max(), 5), 30)
     for ax, (name, df) in zip(axes, pseudo.items(), strict=True):
         ok = df.loc[df["status"] == "ok", "score"]
         ax.hist(labels, bins=bins, density=True, alpha=0.5, label=f"labels ({len(labels)})")
         ax.hist(ok, bins=bins, density=True, alpha=0.5, label=f"set {name} ({len(ok)})")
-        ax.set_title(f"pseudo-labels of set {name} ({df['model'].dropna().iloc[0]})", fontsize=9)
+        # the model id on a line of its own: side by side, one-line titles ran together
+        ax.set_title(f"pseudo-labels of set {name}\n{df['model'].dropna().iloc[0]}", fontsize=9)
         ax.set_xlabel("score (label scale)")
         ax.legend(fontsize=8)
     return _save(fig, folder, "pseudo_labels.png")
@@ -76,7 +57,7 @@ def agreement(preds: dict[str, pd.DataFrame], a: str, b: str) -> tuple[pd.DataFr
 
 def plot_agreement(preds: dict[str, pd.DataFrame], pairs, folder: str) -> tuple[str, dict]:
     """Raw outputs of one model against another's on the held-out images."""
-    fig, axes = _figure(len(pairs))
+    fig, axes = plots.figure(len(pairs))
     values = {}
     for ax, (a, b) in zip(axes, pairs, strict=True):
         both, s = agreement(preds, a, b)
