@@ -11,7 +11,7 @@ else within a fraction of a percentile.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -63,13 +63,14 @@ class ScoreSummary:
     count: int = 0
     total: float = 0.0
     below: int = 0
-    _sample: UniformSample | None = None
+    _sample: UniformSample = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._sample = UniformSample(1, self.cap, self.seed)
 
     def add(self, scores) -> None:
         x = np.asarray(scores, dtype=np.float64)
         x = x[np.isfinite(x)]
-        if self._sample is None:
-            self._sample = UniformSample(1, self.cap, self.seed)
         self.count += len(x)
         self.total += float(x.sum())
         if self.threshold is not None:
@@ -78,11 +79,11 @@ class ScoreSummary:
 
     @property
     def sample(self) -> np.ndarray:
-        return np.sort(self._sample.rows[:, 0]) if self._sample else np.empty(0)
+        return np.sort(self._sample.rows[:, 0])
 
     @property
     def exact(self) -> bool:
-        return self._sample is None or self._sample.exact
+        return self._sample.exact
 
     def figures(self) -> dict:
         """count, mean, quantiles (``p5`` ... ``p95``), min/max of the sample, the share

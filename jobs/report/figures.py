@@ -14,13 +14,12 @@ from dataclasses import dataclass
 import fsspec
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from fiqa_core import storage
 from fiqa_core.drift import Extremes, ScoreSummary, UniformSample, drift
 from fiqa_core.metrics import srcc
 from jobs.score.commit import MARKER, parquet_files
-from jobs.score.reading import committed_files
+from jobs.score.reading import manifest_by_bucket, read_file
 from jobs.score.schema import FACTS
 
 COLUMNS = ["path", "score", "status", "error", "reused", "model", "pipeline", *FACTS]
@@ -37,14 +36,11 @@ class ReportSettings:
 
 
 def read_bucket(partition: str, names: list[str]) -> pd.DataFrame:
-    """A bucket's rows (the report's columns) from the files ``_SUCCESS`` lists."""
+    """A bucket's rows (the report's columns, those a file has) from the files
+    ``_SUCCESS`` lists; a file that cannot be read is an error naming it."""
     fs, root = fsspec.core.url_to_fs(partition)
-    frames = []
-    for name in names:
-        with fs.open(f"{root.rstrip('/')}/{name}", "rb") as f:
-            pf = pq.ParquetFile(f)
-            frames.append(pf.read(columns=[c for c in COLUMNS
-                                           if c in pf.schema_arrow.names]).to_pandas())
+    frames = [read_file(fs, f"{root.rstrip('/')}/{n}", COLUMNS, own=False).to_pandas()
+              for n in names]
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     for c in COLUMNS:
         if c not in rows.columns:
@@ -52,10 +48,15 @@ def read_bucket(partition: str, names: list[str]) -> pd.DataFrame:
     return rows
 
 
-def files_by_bucket(partition: str) -> dict[int, list[str]]:
-    """A committed partition's Parquet files by bucket: as its ``_SUCCESS`` lists them, or
-    (written by an earlier fiqa, no file list) as its bucket folders hold them."""
-    listed = committed_files(partition)
+def _marker(partition: str) -> dict:
+    return json.loads(storage.read_bytes(storage.join(partition, MARKER)))
+
+
+def files_by_bucket(partition: str, marker: dict) -> dict[int, list[str]]:
+    """A committed partition's Parquet files by bucket: as its ``_SUCCESS`` (``marker``)
+    lists them, or (written by an earlier fiqa, no file list) as its bucket folders hold
+    them."""
+    listed = manifest_by_bucket(marker)
     if listed is not None:
         return listed
     fs, root = fsspec.core.url_to_fs(partition)
@@ -156,15 +157,16 @@ class _Comparison:
                                    for _, p, b, c in sorted(self.movers, reverse=True)]}
 
 
-def _comparable(partition: str, previous: str | None) -> dict[int, list[str]] | None:
+def _comparable(marker: dict, previous: str | None) -> dict[int, list[str]] | None:
     """The previous night's files by bucket, when its rows of a path are in the same
-    bucket as this night's (the same bucket count); else None."""
+    bucket as this night's (``marker``: this night's ``_SUCCESS``; the same bucket count);
+    else None."""
     if previous is None:
         return None
-    count = json.loads(storage.read_bytes(storage.join(partition, MARKER))).get("buckets")
-    if json.loads(storage.read_bytes(storage.join(previous, MARKER))).get("buckets") != count:
+    before = _marker(previous)
+    if before.get("buckets") != marker.get("buckets"):
         return None
-    return files_by_bucket(previous)
+    return files_by_bucket(previous, before)
 
 
 def figures(partition: str, previous: str | None, s: ReportSettings | None = None
@@ -173,8 +175,8 @@ def figures(partition: str, previous: str | None, s: ReportSettings | None = Non
     night before, or None): counts, failures, scores, drift, unexpected score changes,
     the model change and the worst and best faces."""
     s = s or ReportSettings()
-    marker = json.loads(storage.read_bytes(storage.join(partition, MARKER)))
-    now_files, before_files = files_by_bucket(partition), _comparable(partition, previous)
+    marker = _marker(partition)
+    now_files, before_files = files_by_bucket(partition, marker), _comparable(marker, previous)
     now, before = _Night(s, seed=1), _Night(s, seed=2)
     extremes, compared = Extremes(s.gallery), _Comparison(s)
     for bucket in sorted(set(now_files) | set(before_files or {})):

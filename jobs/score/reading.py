@@ -29,7 +29,13 @@ def committed_files(partition: str | None) -> dict[int, list[str]] | None:
     (None when it lists none: written by an earlier fiqa, or no partition)."""
     if partition is None:
         return None
-    listed = json.loads(storage.read_bytes(storage.join(partition, MARKER))).get("manifest")
+    return manifest_by_bucket(json.loads(storage.read_bytes(storage.join(partition, MARKER))))
+
+
+def manifest_by_bucket(marker: dict) -> dict[int, list[str]] | None:
+    """The Parquet files a ``_SUCCESS`` (read already) lists, by bucket; None when it lists
+    none (written by an earlier fiqa)."""
+    listed = marker.get("manifest")
     if listed is None:
         return None
     files: dict[int, list[str]] = {}
