@@ -72,6 +72,14 @@ def jpeg_with_orientation(arr: np.ndarray, orientation: int) -> bytes:
     return encode(img, "JPEG", quality=95, exif=exif.tobytes())
 
 
+def jpeg_with_corrupt_exif(arr: np.ndarray) -> bytes:
+    """A JPEG whose EXIF block is cut short: it decodes, and Pillow warns ("Corrupt EXIF
+    data"), as it does for many cameras' files."""
+    exif = Image.Exif()
+    exif[0x010F] = "Camera"
+    return encode(arr, "JPEG", exif=exif.tobytes()[:20])
+
+
 def zoo(photo: np.ndarray) -> dict[str, tuple[bytes, str]]:
     """name -> (file bytes, expected status). Odd-but-valid files must decode as ``ok``."""
     rgb = photo

@@ -15,6 +15,7 @@ from fiqa_core import create_model, read_checkpoint_config, save_checkpoint
 from fiqa_core.errors import InputError
 from fiqa_core.lake import bucket_of
 from jobs import score as score_job
+from jobs.report import write_report
 from jobs.score.planning import plan_bucket, same_facts
 from jobs.score.reading import committed_files, drop_all_carried
 from jobs.score.stages import legacy_pipeline_id, pipeline_id
@@ -193,9 +194,14 @@ def test_a_partition_from_before_pipeline_ids_is_read_as_its_model_alone(tmp_pat
     rows = read_partition(str(out / "date=2026-11-21"))
     assert set(rows["pipeline"]) == {first["pipeline"]} and sorted(rows["path"]) == (
         image_files(lake))
+    # its report compares the old rows by model: the same model, no roll-out, no movers
+    data = write_report(str(out / "date=2026-11-21"), str(out))
+    assert data["previous"] == str(part) and data["model_change"] is None
+    assert data["unexpected_changes"]["count"] == 0 and data["warnings"] == {}
     drafted = score_job.run(cfg(input=lake, model=models[0], output=out,
                                 run_date="2026-11-22", draft="true"))
     assert drafted["reused"] == 0
+    assert write_report(str(out / "date=2026-11-22"), str(out))["model_change"]["pairs"] == 12
 
 
 def test_facts_compare_row_by_row_with_unknowns_equal():

@@ -1,7 +1,13 @@
 """fiqa's own progress lines while scoring (injected clocks), and a run's console: fiqa's
 lines, not Ray Data's, unless verbose."""
 
+import json
+import re
+import warnings
+
+from fiqa_core import images
 from jobs.score import progress
+from tests import imagegen
 from tests.test_score import cfg, checkpoint, make_lake  # noqa: F401  (fixture)
 
 
@@ -42,11 +48,56 @@ def test_actors_send_counts_at_most_once_a_second_and_the_driver_reads_them():
     assert sent == [(384, 5)]
     counter = progress.Counter()
     counter.add(*sent[0])
+    counter.warned({"UserWarning: x (a.py:1)": 2})
     lines, clock = [], Clock()
     reporter = progress.Reporter(counter.read, lambda: 1000, 30, out=lines.append, clock=clock)
     clock.now = 12.0
     assert reporter.report() == lines[0] == (
         "fiqa: scored 384 of 1,000 images (38%), 32 images/s, ETA 19 s, 5 failed so far")
+    assert lines[1:] == ["fiqa: warning in the workers (counted at the end): "
+                         "UserWarning: x (a.py:1)"]
+    counter.warned({"UserWarning: x (a.py:1)": 1, "RuntimeWarning: y (b.py:2)": 4})
+    reporter.report()  # only the new kind is shown
+    assert lines[3:] == ["fiqa: warning in the workers (counted at the end): "
+                         "RuntimeWarning: y (b.py:2)"]
+    with reporter:
+        pass
+    assert lines[4:] == ["fiqa: 7 warnings in the workers, 2 kinds:",
+                         "fiqa:   4 x RuntimeWarning: y (b.py:2)",
+                         "fiqa:   3 x UserWarning: x (a.py:1)"]
+    many = {f"UserWarning: w{i} (c.py:{i})": i + 1 for i in range(12)}
+    assert progress.summary(many)[1] == "fiqa:   12 x UserWarning: w11 (c.py:11)"
+    assert progress.summary(many)[-1] == "fiqa:   and 2 more kinds (_SUCCESS lists them)"
+
+
+def test_a_workers_warnings_are_counted_for_the_run_not_printed(capsys):
+    sent = []
+
+    class Remote:
+        def remote(self, counts):
+            sent.append(counts)
+
+    class Handle:
+        warned = Remote()
+
+    shown = warnings.showwarning
+    try:
+        with warnings.catch_warnings():
+            progress.forward_warnings(Handle())
+            for _ in range(3):
+                warnings.warn("a repeated one", stacklevel=1)
+            assert len(sent) == 1  # the first of a kind goes at once
+            warnings.warn("another", RuntimeWarning, stacklevel=1)
+            progress.send_warnings(wait=False)
+    finally:
+        warnings.showwarning = shown
+    counts = {}
+    for part in sent:
+        for k, n in part.items():
+            counts[k.split(" (")[0]] = counts.get(k.split(" (")[0], 0) + n
+    assert counts == {"UserWarning: a repeated one": 3, "RuntimeWarning: another": 1}
+    assert all(re.fullmatch(r".+ \(test_progress\.py:\d+\)", k) for p in sent for k in p)
+    assert capsys.readouterr().err == ""  # nothing printed by the worker itself
 
 
 def test_the_console_shows_fiqa_progress_not_ray_datas(tmp_path, checkpoint):  # noqa: F811
@@ -54,6 +105,13 @@ def test_the_console_shows_fiqa_progress_not_ray_datas(tmp_path, checkpoint):  #
 
     lake = tmp_path / "lake"
     make_lake(lake, n_jpeg=40, n_png=0, zoo=False)
+    photo = imagegen.real_photos()[0][:64, :64]
+    for i in range(5):  # real files Pillow warns about, decoded in the workers
+        (lake / f"exif_{i}.jpg").write_bytes(imagegen.jpeg_with_corrupt_exif(photo))
+    with warnings.catch_warnings(record=True) as per_image:
+        warnings.simplefilter("always")
+        assert images.decode_image(imagegen.jpeg_with_corrupt_exif(photo)).status == "ok"
+    assert per_image and all("Corrupt EXIF" in str(w.message) for w in per_image)
     args = ["score", f"input={lake}", f"model={checkpoint}", "run_date=2026-11-20",
             "buckets=4", "batch_size=8", "report=false"]
     quiet = start(*args, f"output={tmp_path / 'q'}", "progress_s=0.5")
@@ -63,6 +121,15 @@ def test_the_console_shows_fiqa_progress_not_ray_datas(tmp_path, checkpoint):  #
     assert "Running Dataset" not in text and "Total Progress" not in text
     other = [ln for ln in text.splitlines() if not ln.startswith("fiqa: scored ")]
     assert len(other) < 25, text  # fiqa's own lines and a few of Ray's start-up
+    # the workers' warning: once when it appears, once with its count, never per worker
+    exif = [ln for ln in text.splitlines() if "Corrupt EXIF" in ln]
+    assert len(exif) == 2, text
+    assert exif[0].startswith("fiqa: warning in the workers (counted at the end): "
+                              "UserWarning: Corrupt EXIF data"), text
+    assert exif[1].startswith(f"fiqa:   {5 * len(per_image)} x UserWarning: Corrupt EXIF"), text
+    marker = json.loads((tmp_path / "q" / "date=2026-11-20" / "_SUCCESS").read_text())
+    assert [n for k, n in marker["warnings"].items() if "Corrupt EXIF" in k] == [
+        5 * len(per_image)] and marker["images"] == 45
     loud = start(*args, f"output={tmp_path / 'v'}", "verbose=true")
     text = loud.communicate(timeout=300)[0]
     assert loud.returncode == 0 and "Running Dataset" in text, text

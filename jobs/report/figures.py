@@ -76,6 +76,16 @@ def _same_facts(both: pd.DataFrame) -> np.ndarray:
     return same
 
 
+def _same_means(both: pd.DataFrame) -> np.ndarray:
+    """Per joined row, whether both nights scored it by the same means: the same pipeline
+    id, or the same model where a row has none (written before rows carried one; it was
+    then the default pipeline of its model)."""
+    now, before = both["pipeline_now"], both["pipeline_before"]
+    same = (now == before).to_numpy(dtype=bool)
+    unknown = (now.isna() | before.isna()).to_numpy(dtype=bool)
+    return same | (unknown & (both["model_now"] == both["model_before"]).to_numpy(dtype=bool))
+
+
 class _Night:
     """What is streamed over one night's buckets."""
 
@@ -94,7 +104,7 @@ class _Night:
             self.by_status[status] = self.by_status.get(status, 0) + int(n)
         for model, n in rows["model"].dropna().value_counts().items():
             self.models[model] = self.models.get(model, 0) + int(n)
-        self.pipelines |= set(rows["pipeline"].dropna())
+        self.pipelines |= set(rows["pipeline"].dropna().unique())
         failed = rows[rows["status"] != "ok"].sort_values("path")
         for status, group in failed.groupby("status"):
             kept = self.examples.setdefault(status, [])
@@ -128,7 +138,7 @@ class _Comparison:
     def add(self, now: pd.DataFrame, before: pd.DataFrame) -> None:
         both = now.merge(before, on="path", suffixes=("_now", "_before"))
         change = (both["score_now"] - both["score_before"]).to_numpy(dtype=float)
-        same = (both["pipeline_now"] == both["pipeline_before"]).to_numpy(dtype=bool)
+        same = _same_means(both)
         moved = same & _same_facts(both) & (np.abs(change) > self.s.tolerance)
         self.unexpected += int(moved.sum())
         for p, b, c in zip(both.loc[moved, "path"], both.loc[moved, "score_before"],
@@ -149,7 +159,10 @@ class _Comparison:
                 heapq.heapreplace(self.movers, item)
 
     def model_change(self, now: _Night, before: _Night) -> dict | None:
-        if now.pipelines == before.pipelines:
+        if not (now.pipelines and before.pipelines):  # a night from before pipeline ids
+            if set(now.models) == set(before.models):
+                return None
+        elif now.pipelines == before.pipelines:
             return None
         return {"previous_models": sorted(before.models), "models": sorted(now.models),
                 "pairs": self.pairs.count, "srcc": _srcc(self.pairs.rows),
@@ -199,6 +212,7 @@ def figures(partition: str, previous: str | None, s: ReportSettings | None = Non
                      for k in sorted(now.by_status) if k != "ok"},
         "settings": {"threshold": s.threshold, "tolerance": s.tolerance},
         "scores": now.scores.figures(),
+        "warnings": marker.get("warnings"),
         "worst": [{"path": p, "score": v} for p, v in extremes.lowest()],
         "best": [{"path": p, "score": v} for p, v in extremes.highest()],
         "drift": None, "unexpected_changes": None, "model_change": None,

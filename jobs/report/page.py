@@ -142,6 +142,10 @@ def render(fig: Figures, title: str) -> str:
             f'{html.escape(e["path"])}: {html.escape(str(e["error"]))}' for e in f["examples"]))]
             for status, f in d["failures"].items()]
         parts += ["<h2>Failures</h2>", _table(["status", "rows", "examples"], rows)]
+    if d.get("warnings"):
+        rows = sorted(d["warnings"].items(), key=lambda kv: (-kv[1], kv[0]))
+        parts += ["<h2>Warnings in the workers</h2>",
+                  _table(["warning", "times"], [[t, n] for t, n in rows])]
     parts += ["<h2>Scores</h2>", _score_table(d)]
     if can_plot:
         parts.append(_distribution_plot(fig))

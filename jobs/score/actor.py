@@ -13,6 +13,7 @@ from fiqa_core import storage
 from fiqa_core.errors import InputError
 
 from .pipeline import DEFERRED, stack_pixels
+from .progress import send_warnings
 from .schema import OUTPUT_SCHEMA, arrow
 
 FAULT_MARKER = "_fault_injected"  # written by an injected actor death, removed on success
@@ -46,8 +47,9 @@ class ScoreActor:
                  fault_marker: str | None = None, counter=None):
         from fiqa_core.extras import named
 
-        from .progress import Tally
+        from .progress import Tally, forward_warnings
 
+        forward_warnings(counter)  # loading the model may warn too
         t0 = time.perf_counter()
         if not isinstance(model, (str, bytes)):  # a converted model in Ray's object store
             import ray
@@ -120,4 +122,5 @@ class ScoreActor:
         df = df.assign(**scores, model=self.scorer.model_id, pipeline=self.pipeline,
                        reused=False, scored_at=self.scored_at)
         self.tally.add(len(df), int((df["status"] != "ok").sum()))
+        send_warnings()
         return arrow(df, OUTPUT_SCHEMA)

@@ -130,7 +130,7 @@ def _run(cfg: ScoreConfig, nightly: bool, model, out: str, lease) -> dict:
     t0 = time.time()
     planned = plan_run(cfg, nightly, model, out, t0)
     t_exec = time.time()
-    execute(planned, out)
+    warned = execute(planned, out)
     planned.seconds["score_and_write"] = time.time() - t_exec
     t_verify = time.time()
 
@@ -140,7 +140,8 @@ def _run(cfg: ScoreConfig, nightly: bool, model, out: str, lease) -> dict:
 
     summary = verify_rows(out, planned.images, repair_rows)
     planned.seconds["verify"] = time.time() - t_verify
-    summary.update({**planned.facts(t0), "images": summary["images"]})  # distinct paths
+    summary.update({**planned.facts(t0), "images": summary["images"],  # distinct paths
+                    "warnings": warned})
     summary = commit(out, summary, lease, cfg.output)
     if cfg.report:  # before retention, which may remove the night it compares with
         _report(cfg, out)

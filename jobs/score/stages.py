@@ -11,6 +11,7 @@ reuses and what a partition may hold key on it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from fiqa_core.images import DEFAULT_MAX_PIXELS
 from .actor import ACTOR_BATCH, FAULT_MARKER, default_scorers
 from .config import ScoreConfig
 from .pipeline import decode_task_memory
+from .progress import with_warnings_forwarded
 
 RESIZE = "short side to S, bilinear antialiased (as PIL), centre crop S x S"
 
@@ -55,7 +57,8 @@ class ScoreStage:
             (None: nothing, e.g. reading bytes).
         enabled: Whether the stage runs in this run.
         batch_format: The batch format ``fn`` takes.
-        actor: ``fn`` is a class run by an actor pool.
+        actor: ``fn`` is a class run by an actor pool (whose constructor takes the
+            run's ``counter`` and forwards its warnings: :mod:`jobs.score.progress`).
     """
 
     name: str
@@ -172,7 +175,9 @@ def build(ds, ctx: Context, stages: tuple[ScoreStage, ...] = SCORE_STAGES):
             pool = ray.data.ActorPoolStrategy(size=resources.pop("size"))
             ds = ds.map_batches(named(stage.fn), fn_constructor_kwargs=kwargs, compute=pool,
                                 batch_format=stage.batch_format, **resources)
-        else:
-            ds = ds.map_batches(named(stage.fn), fn_kwargs=kwargs,
-                                batch_format=stage.batch_format, **resources)
+        else:  # its workers' warnings counted for the run (an actor forwards its own)
+            ds = ds.map_batches(functools.partial(with_warnings_forwarded, fn=named(stage.fn),
+                                                  counter=ctx.counter),
+                                fn_kwargs=kwargs, batch_format=stage.batch_format,
+                                **resources)
     return ds

@@ -103,12 +103,13 @@ def _materialized(ds) -> bool:
     return isinstance(ds, MaterializedDataset)
 
 
-def execute(planned: Planned, out: str) -> None:
-    """Every stage over the rows to score, then their rows to Parquet."""
+def execute(planned: Planned, out: str) -> dict[str, int]:
+    """Every stage over the rows to score, then their rows to Parquet; the warnings raised
+    in the stages' workers, with their counts."""
     if _materialized(planned.to_score) and planned.to_score.count() == 0:
         log.info("nothing to score: every image is done or carried forward from the night "
                  "before")  # no scoring actors to start
-        return
+        return {}
     import ray
 
     from .progress import Counter, Reporter
@@ -139,3 +140,4 @@ def execute(planned: Planned, out: str) -> None:
             )
     finally:
         ray.kill(counter)
+    return reporter.warnings
