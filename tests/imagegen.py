@@ -160,3 +160,37 @@ def write_labeled_set(
         (folder / name).write_bytes(encode(img, fmt, **({"quality": 92} if fmt == "JPEG" else {})))
         rows.append((name, brightness_label(factor)))
     return rows
+
+
+# Faces in larger photographs, for the face detector: a region of scikit-image's photographs
+# around a face, with the face's box placed by hand (x1, y1, x2, y2 in the region), pasted
+# into face-free scenes at several scales and positions.
+FACE_REGIONS = {  # photo: (region x1, y1, x2, y2 in the photo, the face's box in the region)
+    "astronaut": ((120, 0, 330, 250), (58, 62, 152, 172)),
+    "camera": ((150, 60, 300, 230), (46, 45, 104, 128)),
+}
+FACE_FREE = ("chelsea", "rocket", "coffee")
+
+
+def skimage_photo(name: str) -> np.ndarray:
+    from skimage import data
+
+    img = getattr(data, name)()
+    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3]
+
+
+def face_scene(size: tuple[int, int], faces: list[tuple[str, float, tuple[int, int]]],
+               background: str = "coffee") -> tuple[np.ndarray, list[tuple[float, ...]]]:
+    """A ``size`` (width, height) scene: ``background`` stretched, then each (photo, scale,
+    (x, y)) face region pasted at (x, y) scaled by ``scale``; the scene and the faces'
+    boxes in it."""
+    scene = Image.fromarray(skimage_photo(background)).resize(size, Image.BILINEAR)
+    boxes = []
+    for name, scale, (x, y) in faces:
+        (rx1, ry1, rx2, ry2), (fx1, fy1, fx2, fy2) = FACE_REGIONS[name]
+        region = Image.fromarray(skimage_photo(name)).crop((rx1, ry1, rx2, ry2))
+        region = region.resize((round((rx2 - rx1) * scale), round((ry2 - ry1) * scale)),
+                               Image.BILINEAR)
+        scene.paste(region, (x, y))
+        boxes.append((x + fx1 * scale, y + fy1 * scale, x + fx2 * scale, y + fy2 * scale))
+    return np.asarray(scene), boxes

@@ -1,0 +1,51 @@
+"""Detect and align: photos -> per photo the aligned crops of its faces (``largest``: the
+largest one, ``all``: every one, largest first), each with its box, confidence and
+landmarks; a photo without a face gets none (a ``no_face`` row for the caller)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .align import similarity, template, to_uint8, warp
+from .detect import Detector, Faces
+
+MODES = ("none", "largest", "all")
+
+
+@dataclass
+class Crop:
+    """One aligned face of a photo: ``face`` its index (0 = the largest), ``box`` (x1, y1,
+    x2, y2), ``score``, ``landmarks`` (5 x 2) in the photo's pixels, ``pixels`` the aligned
+    crop (S x S x 3 uint8)."""
+
+    face: int
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+    pixels: np.ndarray
+
+
+def align_faces(photo: torch.Tensor, faces: Faces, template_name: str, model_size: int,
+                mode: str) -> list[Crop]:
+    """The aligned crops of ``faces`` of ``photo`` (3 x H x W float tensor) for ``mode``."""
+    side, points = template(template_name, model_size)
+    count = len(faces) if mode == "all" else min(1, len(faces))
+    out = []
+    for k in range(count):
+        matrix = similarity(faces.landmarks[k], points)
+        out.append(Crop(k, faces.boxes[k], float(faces.scores[k]), faces.landmarks[k],
+                        to_uint8(warp(photo, matrix, side))))
+    return out
+
+
+def crops(detector: Detector, photos: list[torch.Tensor], template_name: str,
+          model_size: int, mode: str) -> list[list[Crop]]:
+    """Per photo (3 x H x W float tensors on the detector's device), its aligned faces."""
+    if mode not in MODES[1:]:
+        raise ValueError(f"faces={mode!r}: one of {', '.join(MODES[1:])} here")
+    found = detector.detect(photos)
+    return [align_faces(p, f, template_name, model_size, mode)
+            for p, f in zip(photos, found, strict=True)]
