@@ -33,6 +33,7 @@ def setting(
     operational: bool = False,
     cache: bool = False,
     choices: tuple = (),
+    omit_default: bool = False,
 ) -> Any:
     """A config dataclass field that documents itself.
 
@@ -45,8 +46,11 @@ def setting(
         cache: Part of the key of a training job's decoded-image cache.
         choices: The values allowed, when only some are (or a callable returning them, for
             a registry such as the engines').
+        omit_default: Left out of the result hash while at its default: a setting added
+            after results existed keeps their hashes (and stage keys) as they were.
     """
-    metadata = {"help": help, "operational": operational, "cache": cache, "choices": choices}
+    metadata = {"help": help, "operational": operational, "cache": cache, "choices": choices,
+                "omit_default": omit_default}
     return dataclasses.field(default=default, default_factory=factory, metadata=metadata)
 
 
@@ -222,20 +226,20 @@ def config_to_dict(config) -> dict:
     return dataclasses.asdict(config)
 
 
-def result_settings(config) -> dict:
-    """The settings that determine a run's result: all but the operational ones."""
-    skip = settings_where(type(config), "operational")
-    return {k: v for k, v in config_to_dict(config).items() if k not in skip}
+def result_settings(config, exclude: tuple[str, ...] | None = None) -> dict:
+    """The settings that determine a run's result: all but ``exclude`` (by default the
+    operational ones) and those declared ``omit_default`` while at their default."""
+    if exclude is None:
+        exclude = settings_where(type(config), "operational")
+    at_default = {f.name for f in dataclasses.fields(config) if f.metadata.get("omit_default")
+                  and getattr(config, f.name) == f.default}
+    return {k: v for k, v in config_to_dict(config).items()
+            if k not in exclude and k not in at_default}
 
 
 def config_hash(config, exclude: tuple[str, ...] | None = None) -> str:
-    """Stable hash of the settings that determine a result.
-
-    ``exclude`` defaults to the config's operational settings.
-    """
-    if exclude is None:
-        exclude = settings_where(type(config), "operational")
-    d = {k: v for k, v in config_to_dict(config).items() if k not in exclude}
+    """Stable hash of the settings that determine a result (:func:`result_settings`)."""
+    d = result_settings(config, exclude)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -27,6 +27,10 @@ def test_scoring_hash_is_stable():
     cfg = resolve_config(ScoreConfig, None, ["input=s3://b/lake/", "model=s3://b/m",
                                              "output=s3://b/o", "buckets=8"])
     assert config_hash(cfg) == "1e397aca2177a876ca8a106c0297df6efe0d48f514863e9a3ced577b5d34132f"
+    # a setting added later (omit_default) keeps the hash at its default, changes it when set
+    faces = resolve_config(ScoreConfig, None, ["input=s3://b/lake/", "model=s3://b/m",
+                                               "output=s3://b/o", "buckets=8", "faces=largest"])
+    assert config_hash(faces) != config_hash(cfg)
 
 
 def test_round_stage_keys_are_stable(monkeypatch):

@@ -16,8 +16,10 @@ from fiqa_core.errors import InputError
 from fiqa_core.lake import bucket_of
 from jobs import score as score_job
 from jobs.report import write_report
+from jobs.report.figures import figures
 from jobs.score.planning import plan_bucket, same_facts
 from jobs.score.reading import committed_files, drop_all_carried
+from jobs.score.schema import FACE_COLUMNS
 from jobs.score.stages import legacy_pipeline_id, pipeline_id
 from tests.test_score import cfg, image_files, make_lake, read_partition
 
@@ -180,7 +182,7 @@ def test_a_partition_from_before_pipeline_ids_is_read_as_its_model_alone(tmp_pat
     marker = json.loads((part / "_SUCCESS").read_text())
     for f in marker["manifest"]:  # rewrite it as an older fiqa wrote it
         path = part / f["name"]
-        pq.write_table(pq.read_table(path).drop_columns(["pipeline"]), path)
+        pq.write_table(pq.read_table(path).drop_columns(["pipeline", *FACE_COLUMNS]), path)
         f["size"] = path.stat().st_size
     del marker["pipeline"]
     (part / "_SUCCESS").write_text(json.dumps(marker))
@@ -202,6 +204,10 @@ def test_a_partition_from_before_pipeline_ids_is_read_as_its_model_alone(tmp_pat
                                 run_date="2026-11-22", draft="true"))
     assert drafted["reused"] == 0
     assert write_report(str(out / "date=2026-11-22"), str(out))["model_change"]["pairs"] == 12
+    # against the old night itself, another pipeline of the same model is a change too
+    against_old = figures(str(out / "date=2026-11-22"), str(part)).data
+    assert against_old["model_change"]["pairs"] == 12
+    assert against_old["unexpected_changes"]["count"] == 0
 
 
 def test_facts_compare_row_by_row_with_unknowns_equal():

@@ -6,7 +6,7 @@ import re
 import warnings
 
 from fiqa_core import images
-from jobs.score import progress
+from jobs.score import progress, worker_warnings
 from tests import imagegen
 from tests.test_score import cfg, checkpoint, make_lake  # noqa: F401  (fixture)
 
@@ -48,7 +48,7 @@ def test_actors_send_counts_at_most_once_a_second_and_the_driver_reads_them():
     assert sent == [(384, 5)]
     counter = progress.Counter()
     counter.add(*sent[0])
-    counter.warned({"UserWarning: x (a.py:1)": 2})
+    counter.warned({"UserWarning (a.py:1)": (2, "x")})
     lines, clock = [], Clock()
     reporter = progress.Reporter(counter.read, lambda: 1000, 30, out=lines.append, clock=clock)
     clock.now = 12.0
@@ -56,7 +56,8 @@ def test_actors_send_counts_at_most_once_a_second_and_the_driver_reads_them():
         "fiqa: scored 384 of 1,000 images (38%), 32 images/s, ETA 19 s, 5 failed so far")
     assert lines[1:] == ["fiqa: warning in the workers (counted at the end): "
                          "UserWarning: x (a.py:1)"]
-    counter.warned({"UserWarning: x (a.py:1)": 1, "RuntimeWarning: y (b.py:2)": 4})
+    counter.warned({"UserWarning (a.py:1)": (1, "x 2"),  # the same kind, another message
+                    "RuntimeWarning (b.py:2)": (4, "y")})
     reporter.report()  # only the new kind is shown
     assert lines[3:] == ["fiqa: warning in the workers (counted at the end): "
                          "RuntimeWarning: y (b.py:2)"]
@@ -71,32 +72,45 @@ def test_actors_send_counts_at_most_once_a_second_and_the_driver_reads_them():
 
 
 def test_a_workers_warnings_are_counted_for_the_run_not_printed(capsys):
-    sent = []
+    sent, waited = [], []
 
     class Remote:
         def remote(self, counts):
             sent.append(counts)
+            return len(sent)
 
     class Handle:
         warned = Remote()
 
-    shown = warnings.showwarning
+    import ray
+
+    def batch(rows):
+        for i in range(3):
+            warnings.warn(f"a repeated one, {i} bytes", stacklevel=1)
+        assert len(sent) == 1  # the first of a kind goes at once
+        warnings.warn("another", RuntimeWarning, stacklevel=1)
+        warnings.filterwarnings("ignore", message="added by an import")  # kept after
+        return rows
+
+    before = list(warnings.filters)
+    real_get = ray.get
+    ray.get = lambda refs, timeout=None: waited.append(list(refs))
     try:
-        with warnings.catch_warnings():
-            progress.forward_warnings(Handle())
-            for _ in range(3):
-                warnings.warn("a repeated one", stacklevel=1)
-            assert len(sent) == 1  # the first of a kind goes at once
-            warnings.warn("another", RuntimeWarning, stacklevel=1)
-            progress.send_warnings(wait=False)
+        fn = worker_warnings.forwarding_warnings(batch, Handle())
+        assert fn.__name__ == "batch" and fn([1]) == [1]
     finally:
-        warnings.showwarning = shown
+        ray.get = real_get
+        added = [f for f in warnings.filters if f not in before]
+        warnings.filters[:] = before
     counts = {}
     for part in sent:
-        for k, n in part.items():
-            counts[k.split(" (")[0]] = counts.get(k.split(" (")[0], 0) + n
-    assert counts == {"UserWarning: a repeated one": 3, "RuntimeWarning: another": 1}
-    assert all(re.fullmatch(r".+ \(test_progress\.py:\d+\)", k) for p in sent for k in p)
+        for kind, (n, _) in part.items():
+            counts[kind.split(" (")[0]] = counts.get(kind.split(" (")[0], 0) + n
+            assert re.fullmatch(r"\w+ \(test_progress\.py:\d+\)", kind), kind
+    assert counts == {"UserWarning": 3, "RuntimeWarning": 1}
+    assert sent[0][next(iter(sent[0]))] == (1, "a repeated one, 0 bytes")
+    assert waited == [[1, 2]]  # the batch waits for the first send too, before it returns
+    assert len(added) == 1 and added[0][0] == "ignore"  # not the catch-all; the import's kept
     assert capsys.readouterr().err == ""  # nothing printed by the worker itself
 
 

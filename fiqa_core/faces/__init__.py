@@ -1,15 +1,23 @@
 """Faces in photographs: detection (RetinaFace, weights from the ``faces`` extra), and
 alignment to a template, so a photo that is not a face crop can be scored.
 
-Modules: ``weights`` (the shipped ONNX bytes, verified), ``retinaface`` (the network in
-torch, decoding), ``detect`` (:class:`Detector`: batches of photos -> :class:`Faces`),
-``align`` (templates, the similarity fit, the warp), ``crops`` (detect + align).
+Modules: ``templates`` (the templates' points; torch-free, so settings can name them),
+``weights`` (the shipped ONNX bytes, verified), ``retinaface`` (the network in torch,
+decoding), ``detect`` (:class:`Detector`: batches of photos -> :class:`Faces`), ``align``
+(the similarity fit, the warp), ``extract`` (detect + align). Names load on first use.
 """
 
-from .align import NAMES as TEMPLATE_NAMES
-from .align import similarity, template, warp
-from .crops import MODES, Crop, align_faces, crops
-from .detect import Detector, DetectSettings, Faces, as_tensor
+import importlib
 
-__all__ = ["MODES", "TEMPLATE_NAMES", "Crop", "DetectSettings", "Detector", "Faces",
-           "align_faces", "as_tensor", "crops", "similarity", "template", "warp"]
+_WHERE = {"TEMPLATE_NAMES": "templates", "template": "templates", "similarity": "align",
+          "warp": "align", "MODES": "extract", "NO_FACE": "extract", "Crop": "extract",
+          "align_faces": "extract", "crops": "extract", "DetectSettings": "detect",
+          "Detector": "detect", "Faces": "detect", "as_tensor": "detect"}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{_WHERE[name]}")
+    return module if name == _WHERE[name] else getattr(module, name)

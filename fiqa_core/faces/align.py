@@ -16,31 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# name: (side in pixels, the 5 points in OpenCV pixel coordinates)
-TEMPLATES: dict[str, tuple[int, list[list[float]]]] = {
-    # FFHQ's 512 x 512 alignment as facexlib (pyiqa's topiq_nr-face) applies it
-    "ffhq512": (512, [[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935],
-                      [201.26117, 371.41043], [313.08905, 371.15118]]),
-    # OFIQ (ISO/IEC 29794-5): eye centres, nose tip and mouth corners of its 616 x 616 crop
-    "ofiq616": (616, [[251, 272], [364, 272], [308, 336], [262, 402], [355, 402]]),
-    # ArcFace / insightface's 112 x 112 recognition crop
-    "arcface112": (112, [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                         [41.5493, 92.3655], [70.7299, 92.2041]]),
-}
-MODEL = "model"  # FFHQ's relative geometry at the model's own input size
-NAMES = (*TEMPLATES, MODEL)
-
-
-def template(name: str, model_size: int) -> tuple[int, np.ndarray]:
-    """The template's side and its 5 points (continuous coordinates)."""
-    if name == MODEL:
-        side, points = TEMPLATES["ffhq512"]
-        scale = model_size / side
-        return model_size, (np.asarray(points) + 0.5) * scale
-    if name not in TEMPLATES:
-        raise ValueError(f"face_template={name!r}: one of {', '.join(NAMES)}")
-    side, points = TEMPLATES[name]
-    return side, np.asarray(points, dtype=np.float64) + 0.5
+from .templates import NAMES, TEMPLATES, template  # noqa: F401  (re-exported)
 
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -61,23 +37,24 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def warp(image: torch.Tensor, matrix: np.ndarray, side: int) -> torch.Tensor:
-    """``image`` (3 x H x W, float, any device) warped by ``matrix`` (image -> template)
-    into a ``side`` x ``side`` crop (3 x side x side; outside the image: 0)."""
+    """``image`` (3 x H x W, uint8 or float 0..255, any device) warped by ``matrix``
+    (image -> template) into a ``side`` x ``side`` float crop (3 x side x side; outside the
+    image: 0). Only the face's region is converted to floats."""
     _, h, w = image.shape
     inv = np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))[:2]  # template -> image
     corners = inv @ np.array([[0, side, 0, side], [0, 0, side, side], [1, 1, 1, 1]])
     x0, y0 = (max(0, int(np.floor(v.min())) - 2) for v in corners)
     x1, y1 = min(w, int(np.ceil(corners[0].max())) + 2), min(h, int(np.ceil(corners[1].max())) + 2)
     if x1 <= x0 or y1 <= y0:
-        return image.new_zeros((3, side, side))
+        return torch.zeros((3, side, side), device=image.device)
     crop = image[:, y0:y1, x0:x1]
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
     sx = sy = 1.0
     if scale < 1:  # reduce first: bilinear sampling alone would alias
         ch, cw = max(1, round((y1 - y0) * scale)), max(1, round((x1 - x0) * scale))
         sy, sx = ch / (y1 - y0), cw / (x1 - x0)
-        crop = F.interpolate(crop[None], size=(ch, cw), mode="bilinear", antialias=True,
-                             align_corners=False)[0]
+        crop = reduce(crop, (ch, cw))
+    crop = crop.float()
     centres = torch.arange(side, dtype=torch.float64) + 0.5
     v, u = torch.meshgrid(centres, centres, indexing="ij")
     a = torch.as_tensor(inv, dtype=torch.float64)
@@ -86,6 +63,15 @@ def warp(image: torch.Tensor, matrix: np.ndarray, side: int) -> torch.Tensor:
     grid = torch.stack([2 * x / crop.shape[2] - 1, 2 * y / crop.shape[1] - 1], dim=-1)
     grid = grid.to(device=image.device, dtype=crop.dtype)[None]
     return F.grid_sample(crop[None], grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False)[0]
+
+
+def reduce(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``image`` (3 x H x W) reduced to ``size`` (h, w) with an antialiased (triangle)
+    filter, as PIL reduces; uint8 stays uint8 on the CPU (no full-size float copy)."""
+    if image.dtype != torch.uint8 or image.device.type != "cpu":
+        image = image.float()
+    return F.interpolate(image[None], size=size, mode="bilinear", antialias=True,
                          align_corners=False)[0]
 
 

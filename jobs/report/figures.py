@@ -76,14 +76,19 @@ def _same_facts(both: pd.DataFrame) -> np.ndarray:
     return same
 
 
-def _same_means(both: pd.DataFrame) -> np.ndarray:
+def _same_means(both: pd.DataFrame, default: str | None) -> np.ndarray:
     """Per joined row, whether both nights scored it by the same means: the same pipeline
-    id, or the same model where a row has none (written before rows carried one; it was
-    then the default pipeline of its model)."""
+    id; a row without one (written before rows carried one) was its model's default
+    pipeline: the same when the model is, and the other row's pipeline is this night's
+    ``default`` pipeline (from its ``_SUCCESS``; unknown: by model alone)."""
     now, before = both["pipeline_now"], both["pipeline_before"]
     same = (now == before).to_numpy(dtype=bool)
-    unknown = (now.isna() | before.isna()).to_numpy(dtype=bool)
-    return same | (unknown & (both["model_now"] == both["model_before"]).to_numpy(dtype=bool))
+    model = (both["model_now"] == both["model_before"]).to_numpy(dtype=bool)
+    old_before = before.isna().to_numpy(dtype=bool) & now.notna().to_numpy(dtype=bool)
+    default_now = np.ones(len(both), dtype=bool) if default is None else (
+        now == default).to_numpy(dtype=bool)
+    old_both = (before.isna() & now.isna()).to_numpy(dtype=bool)
+    return same | (model & ((old_before & default_now) | old_both))
 
 
 class _Night:
@@ -130,15 +135,15 @@ class _Comparison:
     nothing did (same facts, same pipeline), and the pairs of images scored by two
     pipelines (a roll-out) with the largest movers."""
 
-    def __init__(self, s: ReportSettings):
-        self.s = s
+    def __init__(self, s: ReportSettings, default: str | None = None):
+        self.s, self.default = s, default  # this night's default pipeline (_same_means)
         self.unexpected, self.examples, self.movers = 0, [], []
         self.pairs = UniformSample(width=2, seed=3)
 
     def add(self, now: pd.DataFrame, before: pd.DataFrame) -> None:
         both = now.merge(before, on="path", suffixes=("_now", "_before"))
         change = (both["score_now"] - both["score_before"]).to_numpy(dtype=float)
-        same = _same_means(both)
+        same = _same_means(both, self.default)
         moved = same & _same_facts(both) & (np.abs(change) > self.s.tolerance)
         self.unexpected += int(moved.sum())
         for p, b, c in zip(both.loc[moved, "path"], both.loc[moved, "score_before"],
@@ -159,8 +164,9 @@ class _Comparison:
                 heapq.heapreplace(self.movers, item)
 
     def model_change(self, now: _Night, before: _Night) -> dict | None:
-        if not (now.pipelines and before.pipelines):  # a night from before pipeline ids
-            if set(now.models) == set(before.models):
+        if not before.pipelines:  # a night from before pipeline ids: its model's default
+            if set(now.models) == set(before.models) and (
+                    self.default is None or now.pipelines <= {self.default}):
                 return None
         elif now.pipelines == before.pipelines:
             return None
@@ -191,7 +197,7 @@ def figures(partition: str, previous: str | None, s: ReportSettings | None = Non
     marker = _marker(partition)
     now_files, before_files = files_by_bucket(partition, marker), _comparable(marker, previous)
     now, before = _Night(s, seed=1), _Night(s, seed=2)
-    extremes, compared = Extremes(s.gallery), _Comparison(s)
+    extremes, compared = Extremes(s.gallery), _Comparison(s, marker.get("default_pipeline"))
     for bucket in sorted(set(now_files) | set(before_files or {})):
         rows = read_bucket(partition, now_files.get(bucket, []))
         now.add(rows)

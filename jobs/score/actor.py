@@ -13,8 +13,8 @@ from fiqa_core import storage
 from fiqa_core.errors import InputError
 
 from .pipeline import DEFERRED, stack_pixels
-from .progress import send_warnings
 from .schema import OUTPUT_SCHEMA, arrow
+from .worker_warnings import send_warnings
 
 FAULT_MARKER = "_fault_injected"  # written by an injected actor death, removed on success
 ACTOR_BATCH = 64  # rows handed to a scoring actor at once; it runs them in forward batches
@@ -47,7 +47,8 @@ class ScoreActor:
                  fault_marker: str | None = None, counter=None):
         from fiqa_core.extras import named
 
-        from .progress import Tally, forward_warnings
+        from .progress import Tally
+        from .worker_warnings import forward_warnings
 
         forward_warnings(counter)  # loading the model may warn too
         t0 = time.perf_counter()

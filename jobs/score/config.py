@@ -10,6 +10,7 @@ from fiqa_core import storage
 from fiqa_core.config import setting
 from fiqa_core.engines.registry import list_engines
 from fiqa_core.errors import ConfigError
+from fiqa_core.faces.templates import NAMES as FACE_TEMPLATES
 from fiqa_core.images import DEFAULT_MAX_PIXELS
 from fiqa_core.preprocessing import PRECISIONS
 
@@ -124,6 +125,19 @@ class ScoreConfig:
                           "slightly different pixels")
     max_pixels: int = setting(DEFAULT_MAX_PIXELS, "images with more pixels are refused "
                               "(status too_large)")
+    faces: str = setting("none", "none: each image is the face (a crop); largest: detect "
+                         "faces in each photo (RetinaFace, the faces extra) and score the "
+                         "largest, aligned to face_template (status no_face when there is "
+                         "none)", choices=("none", "largest"), omit_default=True)
+    face_template: str = setting("model", "with faces: the alignment's template: ffhq512 "
+                                 "(as pyiqa), ofiq616 (OFIQ), arcface112, or model (FFHQ's "
+                                 "geometry at the model's input size); the crop then takes "
+                                 "the model's preprocessing", choices=FACE_TEMPLATES,
+                                 omit_default=True)
+    min_face: int = setting(16, "with faces: smaller faces (box short side, pixels) are "
+                            "ignored", omit_default=True)
+    face_threshold: float = setting(0.9, "with faces: the detector's face probability a face "
+                                    "needs", omit_default=True)
     address: str | None = setting(None, "Ray cluster address; unset: RAY_ADDRESS, else a local "
                                   "Ray", operational=True)
 

@@ -234,7 +234,9 @@ def plan_bucket(group: pd.DataFrame, done: str, previous: str | None, pipeline: 
 def carry_forward(prev: pd.DataFrame, listed: pd.DataFrame, out: str, bucket: int) -> None:
     """Write the rows carried from the night before into ``out``'s bucket folder: their
     scores and the listing's facts (equal), marked reused; the file is published whole."""
-    rows = prev[list(CARRIED)].reset_index(drop=True)
+    # a night written before a column existed (face_*) carries it as null (arrow() fills
+    # a column the frame lacks with nulls of its type)
+    rows = prev[[c for c in CARRIED if c in prev.columns]].reset_index(drop=True)
     for c in ("path", *FACTS):
         rows[c] = listed[c].to_numpy(dtype=object)
     rows["reused"] = True

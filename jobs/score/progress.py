@@ -6,21 +6,27 @@ The scoring actors count what they scored into one small actor (:class:`Counter`
 at most once a second each; the driver reads it on its interval (:class:`Reporter`).
 
 Python warnings raised in the stages' workers go to the same counter instead of each
-worker's console (where Ray repeats them per process, "[repeated 61x across cluster]"):
-the driver prints each kind once when it first appears and, at the end, every kind once
-with its count; ``_SUCCESS`` keeps the counts (``warnings``).
+worker's console (where Ray repeats them per process, "[repeated 61x across cluster]";
+:mod:`jobs.score.worker_warnings`): the driver prints each kind once when it first
+appears and, at the end, every kind once with its count; ``_SUCCESS`` keeps the counts
+(``warnings``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-import warnings
 from collections.abc import Callable
 
 FLUSH_S = 1.0  # a scoring actor sends its counts at most this often
+MAX_KINDS = 100  # kinds of warnings counted one by one; the rest as one
+OTHER = "other warnings"
+
+
+def _text(kind: str, example: str) -> str:
+    category, where = kind.split(" ", 1)  # "UserWarning (file.py:12)"
+    return f"{category}: {example} {where}"
 
 
 class Counter:
@@ -28,18 +34,27 @@ class Counter:
 
     def __init__(self):
         self.done = self.failed = 0
-        self.warnings: dict[str, int] = {}  # a warning's text: how often it was raised
+        self.warnings: dict[str, list] = {}  # a kind: [times raised, its first message]
 
     def add(self, done: int, failed: int) -> None:
         self.done += done
         self.failed += failed
 
-    def warned(self, counts: dict[str, int]) -> None:
-        for text, n in counts.items():
-            self.warnings[text] = self.warnings.get(text, 0) + n
+    def warned(self, counts: dict[str, tuple[int, str]]) -> None:
+        """Counts of kinds of warnings (category and the line raising them: messages that
+        differ only in numbers are one kind), each with an example message."""
+        for kind, (n, example) in counts.items():
+            if kind not in self.warnings and len(self.warnings) >= MAX_KINDS:
+                kind, example = OTHER, "more kinds than fiqa keeps"
+            entry = self.warnings.setdefault(kind, [0, example])
+            entry[0] += n
 
     def read(self) -> tuple[int, int, dict[str, int]]:
-        return self.done, self.failed, dict(self.warnings)
+        """Rows done and failed; each kind of warning as its text (category: first
+        message (file:line)) with how often it was raised."""
+        texts = {kind if kind == OTHER else _text(kind, example): n
+                 for kind, (n, example) in self.warnings.items()}
+        return self.done, self.failed, texts
 
 
 class Tally:
@@ -58,65 +73,6 @@ class Tally:
             self.counter.add.remote(self.done, self.failed)
             self.done = self.failed = 0
             self.sent_at = self.clock()
-
-
-class _Forwarded:
-    """A worker process's warnings not yet sent to the run's counter."""
-
-    lock = threading.Lock()  # an object store's reader threads may warn too
-    pending: dict[str, int] = {}
-    seen: set[str] = set()
-    counter = None
-
-
-def forward_warnings(counter) -> None:
-    """In a stage's worker: every Python warning from now on is counted for the run's
-    ``counter`` (sent by :func:`send_warnings`) instead of printed; None: left as it is."""
-    if counter is None:
-        return
-    _Forwarded.counter = counter
-    if warnings.showwarning is not _forward:
-        # each one counted, not only a location's first; what is ignored stays ignored
-        # (ResourceWarning, DeprecationWarning: filters ahead of this catch-all)
-        warnings.simplefilter("always", append=True)
-        warnings.showwarning = _forward
-
-
-def _forward(message, category, filename, lineno, file=None, line=None) -> None:
-    text = f"{category.__name__}: {message} ({os.path.basename(filename)}:{lineno})"
-    with _Forwarded.lock:
-        _Forwarded.pending[text] = _Forwarded.pending.get(text, 0) + 1
-        first = text not in _Forwarded.seen
-        _Forwarded.seen.add(text)
-    if first:  # the driver shows a new kind while the run goes on
-        send_warnings(wait=False)
-
-
-def send_warnings(wait: bool = True) -> None:
-    """Send this worker's pending warning counts to the counter; ``wait``: until it has
-    them (before a batch's rows are returned, so the run's end counts every one)."""
-    with _Forwarded.lock:
-        counts, _Forwarded.pending = _Forwarded.pending, {}
-    if counts and _Forwarded.counter is not None:
-        try:
-            ref = _Forwarded.counter.warned.remote(counts)
-            if wait:
-                import ray
-
-                ray.get(ref, timeout=30)
-        except Exception as e:  # counting warnings is never worth failing a batch
-            logging.getLogger("fiqa.score").debug("warnings not counted: %s", e)
-
-
-def with_warnings_forwarded(batch, fn: Callable, counter, **kwargs):
-    """A task stage's batch function ``fn`` run with its warnings forwarded to ``counter``
-    (a task's worker process runs other tasks too: as it was again after the batch)."""
-    with warnings.catch_warnings():
-        forward_warnings(counter)
-        try:
-            return fn(batch, **kwargs)
-        finally:
-            send_warnings()
 
 
 def line(done: int, failed: int, total: int | None, seconds: float) -> str:

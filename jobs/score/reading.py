@@ -18,7 +18,9 @@ from fiqa_core.errors import InputError
 from fiqa_core.tables import parquet_files
 
 from .commit import MARKER
-from .schema import OUTPUT_SCHEMA
+from .schema import FACE_COLUMNS, OUTPUT_SCHEMA
+
+OPTIONAL = frozenset({"pipeline", *FACE_COLUMNS})  # columns a file from an older fiqa lacks
 
 log = logging.getLogger("fiqa.score")
 CARRY = "reused-"  # the name of a bucket's file of carried rows begins so
@@ -102,10 +104,11 @@ def read_bucket(partition: str | None, bucket: int, columns=None, own: bool = Fa
 
 def read_file(fs, path: str, columns, own: bool, remove: bool = True) -> pa.Table | None:
     """One Parquet file (of ``columns``, those it has: a file written before rows carried
-    a ``pipeline`` lacks it); None for a partial file of the run's own partition (removed
-    when ``remove``). Store errors (already retried by the client) propagate."""
+    a ``pipeline`` or ``face_*`` columns lacks them); None for a partial file of the run's
+    own partition (removed when ``remove``). Store errors (already retried by the client)
+    propagate."""
     try:
-        if columns is not None and "pipeline" in columns:
+        if columns is not None and OPTIONAL.intersection(columns):
             names = pq.read_schema(path, filesystem=fs).names
             columns = [c for c in columns if c in names]
         return pq.read_table(path, filesystem=fs, columns=columns)

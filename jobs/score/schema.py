@@ -6,6 +6,7 @@ import pandas as pd
 import pyarrow as pa
 
 FACTS = ("size", "mtime", "etag")
+FACE_COLUMNS = ("face", "face_score", "face_box", "face_landmarks")
 
 LISTING_SCHEMA = pa.schema(
     [
@@ -31,6 +32,12 @@ OUTPUT_SCHEMA = pa.schema(
         ("etag", pa.string()),
         ("width", pa.int64()),
         ("height", pa.int64()),
+        # with faces= (null without): which face (0: the largest), the detector's
+        # confidence, its box (x1, y1, x2, y2) and 5 landmarks (x, y pairs) in the photo
+        ("face", pa.int64()),
+        ("face_score", pa.float64()),
+        ("face_box", pa.list_(pa.float64())),
+        ("face_landmarks", pa.list_(pa.float64())),
         ("reused", pa.bool_()),
         ("scored_at", pa.string()),
         ("bucket", pa.int64()),
@@ -44,7 +51,7 @@ PLAN_SCHEMA = pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime", 
                          ("etag", pa.string()), ("bucket", pa.int64())])
 # what a reused row carries over from the previous partition
 CARRIED = ("score", "raw_score", "model", "pipeline", "status", "error", "width", "height",
-           "scored_at")
+           *FACE_COLUMNS, "scored_at")
 
 
 def arrow(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:

@@ -11,7 +11,6 @@ reuses and what a partition may hold key on it.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from fiqa_core.images import DEFAULT_MAX_PIXELS
 from .actor import ACTOR_BATCH, FAULT_MARKER, default_scorers
 from .config import ScoreConfig
 from .pipeline import decode_task_memory
-from .progress import with_warnings_forwarded
+from .worker_warnings import forwarding_warnings
 
 RESIZE = "short side to S, bilinear antialiased (as PIL), centre crop S x S"
 
@@ -58,7 +57,7 @@ class ScoreStage:
         enabled: Whether the stage runs in this run.
         batch_format: The batch format ``fn`` takes.
         actor: ``fn`` is a class run by an actor pool (whose constructor takes the
-            run's ``counter`` and forwards its warnings: :mod:`jobs.score.progress`).
+            run's ``counter`` and forwards its warnings: :mod:`jobs.score.worker_warnings`).
     """
 
     name: str
@@ -80,6 +79,16 @@ def _task_resources(ctx: Context) -> dict:
     size = ctx.decisions.config.preprocessing.size
     return {"batch_size": ctx.cfg.decode_batch_size, "num_cpus": 1,
             "memory": decode_task_memory(ctx.cfg, size)}
+
+
+# the detector (onnxruntime) and the photos held decoded (up to 16 MP, or one larger photo)
+FACE_TASK_MEMORY = 400 * 2**20
+
+
+def _detector_identity(cfg: ScoreConfig) -> dict:
+    from fiqa_core.faces.detect import DetectSettings
+
+    return DetectSettings(threshold=cfg.face_threshold, min_face=cfg.min_face).identity()
 
 
 def _actor_kwargs(ctx: Context) -> dict:
@@ -126,6 +135,23 @@ SCORE_STAGES: tuple[ScoreStage, ...] = (
         resources=_task_resources, batch_format="pyarrow",
         identity=lambda cfg, model: {"size": model.preprocessing.size, "resize": RESIZE,
                                      "draft": cfg.draft, "max_pixels": cfg.max_pixels},
+        enabled=lambda cfg: cfg.faces == "none",
+    ),
+    ScoreStage(
+        "faces", "decode each photo, detect its faces (RetinaFace), align the largest to "
+        "face_template, resize and centre-crop",
+        fn="jobs.score.faces_stage:faces_batch",
+        kwargs=lambda ctx: {"size": ctx.decisions.config.preprocessing.size,
+                            "max_pixels": ctx.cfg.max_pixels,
+                            "template": ctx.cfg.face_template,
+                            "threshold": ctx.cfg.face_threshold, "min_face": ctx.cfg.min_face},
+        resources=lambda ctx: {**_task_resources(ctx), "memory": _task_resources(ctx)[
+            "memory"] + FACE_TASK_MEMORY},
+        batch_format="pyarrow",
+        identity=lambda cfg, model: {"size": model.preprocessing.size, "resize": RESIZE,
+                                     "max_pixels": cfg.max_pixels, "faces": cfg.faces,
+                                     "template": cfg.face_template, **_detector_identity(cfg)},
+        enabled=lambda cfg: cfg.faces != "none",
     ),
     ScoreStage(
         "score", "score prepared pixels with the model (actor pool)",
@@ -176,8 +202,7 @@ def build(ds, ctx: Context, stages: tuple[ScoreStage, ...] = SCORE_STAGES):
             ds = ds.map_batches(named(stage.fn), fn_constructor_kwargs=kwargs, compute=pool,
                                 batch_format=stage.batch_format, **resources)
         else:  # its workers' warnings counted for the run (an actor forwards its own)
-            ds = ds.map_batches(functools.partial(with_warnings_forwarded, fn=named(stage.fn),
-                                                  counter=ctx.counter),
+            ds = ds.map_batches(forwarding_warnings(named(stage.fn), ctx.counter),
                                 fn_kwargs=kwargs, batch_format=stage.batch_format,
                                 **resources)
     return ds

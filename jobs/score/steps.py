@@ -41,9 +41,12 @@ class Planned:
 
     def facts(self, t0: float) -> dict:
         """The run's own facts for ``_SUCCESS``."""
-        cfg = self.ctx.cfg
-        return {"input": cfg.input, "model": self.ctx.decisions.config.id,
-                "pipeline": self.ctx.pipeline, "engine": self.ctx.decisions.engine.name,
+        cfg, model = self.ctx.cfg, self.ctx.decisions.config
+        return {"input": cfg.input, "model": model.id, "pipeline": self.ctx.pipeline,
+                # what rows written before rows carried a pipeline id were, for this model
+                # (the report compares such a night by it)
+                "default_pipeline": legacy_pipeline_id(cfg, model, model.id),
+                "engine": self.ctx.decisions.engine.name,
                 "files_listed": self.files_listed, "images": self.images,
                 "skipped_non_image": self.files_listed - self.images,
                 "seconds": round(time.time() - t0, 1), "buckets": cfg.buckets,
@@ -57,6 +60,10 @@ def plan_run(cfg: ScoreConfig, nightly: bool, model: CheckpointConfig, out: str,
     from fiqa_core.engines import preflight
     from jobs.ray_env import cluster_cores, cluster_resources, init_ray, ray_data_progress
 
+    if cfg.faces != "none":  # the detector's weights, checked before any work
+        from fiqa_core.faces.weights import onnx_bytes
+
+        onnx_bytes()
     init_ray(cfg.address, min_cpus=2)
     ray_data_progress(cfg.verbose)
     decisions = preflight(cfg, cluster_resources(), model)

@@ -13,6 +13,7 @@ from .align import similarity, template, to_uint8, warp
 from .detect import Detector, Faces
 
 MODES = ("none", "largest", "all")
+NO_FACE = "no_face"  # a row's status: the photo decoded, no face in it
 
 
 @dataclass

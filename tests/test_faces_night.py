@@ -1,0 +1,75 @@
+"""faces=largest in fiqa score, over a lake of photographs (faces pasted into scenes at
+known places, face-free photographs, broken files): one row per photo with its face's box,
+landmarks and confidence, no_face rows, the bad files' statuses, and reuse keyed on the
+face settings."""
+
+import json
+
+import numpy as np
+
+from jobs import score as score_job
+from tests import imagegen
+from tests.test_faces import iou
+from tests.test_score import cfg, checkpoint, read_partition  # noqa: F401  (fixture)
+
+SCENES = {
+    "one.jpg": ((800, 600), [("astronaut", 1.0, (420, 200))]),
+    "two.jpg": ((1600, 1000), [("astronaut", 1.8, (100, 150)), ("camera", 2.0, (1100, 500))]),
+    "small.png": ((640, 480), [("camera", 1.0, (300, 200))]),
+}
+
+
+def make_photo_lake(root):
+    placed = {}
+    for name, (size, faces) in SCENES.items():
+        img, boxes = imagegen.face_scene(size, faces)
+        fmt = "PNG" if name.endswith(".png") else "JPEG"
+        (root / name).write_bytes(imagegen.encode(img, fmt))
+        placed[str(root / name)] = boxes
+    for name in imagegen.FACE_FREE:
+        (root / f"{name}.jpg").write_bytes(imagegen.encode(imagegen.skimage_photo(name), "JPEG"))
+    broken = {}
+    for name, (data, status) in imagegen.zoo(imagegen.real_photos()[1][:60, :60]).items():
+        if status != "ok":
+            (root / f"zoo_{name}.jpg").write_bytes(data)
+            broken[str(root / f"zoo_{name}.jpg")] = status
+    return placed, broken
+
+
+def test_a_night_scores_the_largest_face_of_each_photo(tmp_path, checkpoint, ray_local):  # noqa: F811
+    lake, out = tmp_path / "lake", tmp_path / "scores"
+    lake.mkdir()
+    placed, broken = make_photo_lake(lake)
+    first = score_job.run(cfg(input=lake, model=checkpoint, output=out,
+                              run_date="2026-12-01", faces="largest"))
+    rows = read_partition(str(out / "date=2026-12-01")).set_index("path")
+    images = len(placed) + len(imagegen.FACE_FREE) + len(broken)
+    assert len(rows) == rows.index.nunique() == images == first["images"]
+    for path, boxes in placed.items():  # the largest placed face, found where it was put
+        r = rows.loc[path]
+        assert r["status"] == "ok" and np.isfinite(r["score"]) and r["face"] == 0
+        largest = max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+        assert iou(largest, list(r["face_box"])) >= 0.5, (path, r["face_box"], largest)
+        pts = np.asarray(r["face_landmarks"]).reshape(5, 2)
+        x1, y1, x2, y2 = r["face_box"]
+        assert ((pts[:, 0] >= x1) & (pts[:, 0] <= x2) & (pts[:, 1] >= y1)
+                & (pts[:, 1] <= y2)).all() and r["face_score"] > 0.9
+    for name in imagegen.FACE_FREE:
+        r = rows.loc[str(lake / f"{name}.jpg")]
+        assert r["status"] == "no_face" and np.isnan(r["score"]) and "no face" in r["error"]
+        assert r["face_box"] is None and r["width"] > 0
+    assert {p: rows.at[p, "status"] for p in broken} == broken  # bad files keep theirs
+    marker = json.loads((out / "date=2026-12-01" / "_SUCCESS").read_text())
+    assert marker["by_status"]["no_face"] == len(imagegen.FACE_FREE)
+    assert marker["by_status"]["ok"] == len(placed)
+
+    again = score_job.run(cfg(input=lake, model=checkpoint, output=out,
+                              run_date="2026-12-02", faces="largest"))
+    assert (again["scored"], again["reused"]) == (0, images)
+    kept = read_partition(str(out / "date=2026-12-02")).set_index("path")
+    for path in placed:  # the face columns are carried with the score
+        assert list(kept.at[path, "face_box"]) == list(rows.at[path, "face_box"])
+    other = score_job.run(cfg(input=lake, model=checkpoint, output=out,
+                              run_date="2026-12-03", faces="largest",
+                              face_template="arcface112"))
+    assert other["reused"] == 0 and other["pipeline"] != first["pipeline"]
