@@ -110,6 +110,7 @@ class Reporter:
             read, total, interval, out, clock)
         self.started = clock()
         self.warnings: dict[str, int] = {}
+        self._lock = threading.Lock()  # the final read may meet a report still running
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fiqa-progress", daemon=True)
 
@@ -137,10 +138,12 @@ class Reporter:
         return text
 
     def _new_warnings(self, warned: dict[str, int]) -> None:
-        for text in warned:
-            if text not in self.warnings:
-                self.out(f"fiqa: warning in the workers (counted at the end): {text}")
-        self.warnings = dict(warned)
+        with self._lock:
+            for text in warned:
+                if text not in self.warnings:
+                    self.out(f"fiqa: warning in the workers (counted at the end): {text}")
+            for text, n in warned.items():  # counts only grow: a late, older read is no loss
+                self.warnings[text] = max(n, self.warnings.get(text, 0))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
