@@ -118,6 +118,8 @@ class Detector:
     def _priors(self, h: int, w: int, device) -> torch.Tensor:
         key = (h, w)
         if key not in self._anchors:
+            if len(self._anchors) >= 64:  # padded sizes are multiples of 32: few recur
+                self._anchors.clear()
             self._anchors[key] = torch.from_numpy(retinaface.anchors(h, w))
         return self._anchors[key].to(device)
 
