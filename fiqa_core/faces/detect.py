@@ -103,7 +103,7 @@ class Detector:
         if not photos:
             return []
         batch, scales = self.prepare(photos)
-        n, _, h, w = batch.shape
+        h, w = batch.shape[-2:]
         if self.backend == "torch":
             with torch.inference_mode():
                 loc, conf, lmk = self.net(batch)

@@ -31,7 +31,8 @@ class Crop:
 
 def align_faces(photo: torch.Tensor, faces: Faces, template_name: str, model_size: int,
                 mode: str) -> list[Crop]:
-    """The aligned crops of ``faces`` of ``photo`` (3 x H x W float tensor) for ``mode``."""
+    """The aligned crops of ``faces`` of ``photo`` (3 x H x W, uint8 or float) for
+    ``mode``."""
     side, points = template(template_name, model_size)
     count = len(faces) if mode == "all" else min(1, len(faces))
     out = []
@@ -44,7 +45,8 @@ def align_faces(photo: torch.Tensor, faces: Faces, template_name: str, model_siz
 
 def crops(detector: Detector, photos: list[torch.Tensor], template_name: str,
           model_size: int, mode: str) -> list[list[Crop]]:
-    """Per photo (3 x H x W float tensors on the detector's device), its aligned faces."""
+    """Per photo (3 x H x W tensors, uint8 or float, on the detector's device:
+    :func:`~fiqa_core.faces.detect.as_tensor`), its aligned faces."""
     if mode not in MODES[1:]:
         raise ValueError(f"faces={mode!r}: one of {', '.join(MODES[1:])} here")
     found = detector.detect(photos)

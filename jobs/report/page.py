@@ -10,6 +10,7 @@ import io
 import numpy as np
 
 from fiqa_core import plots, storage
+from jobs.score.progress import by_count
 
 from .figures import Figures
 
@@ -143,9 +144,8 @@ def render(fig: Figures, title: str) -> str:
             for status, f in d["failures"].items()]
         parts += ["<h2>Failures</h2>", _table(["status", "rows", "examples"], rows)]
     if d.get("warnings"):
-        rows = sorted(d["warnings"].items(), key=lambda kv: (-kv[1], kv[0]))
-        parts += ["<h2>Warnings in the workers</h2>",
-                  _table(["warning", "times"], [[t, n] for t, n in rows])]
+        parts += ["<h2>Warnings in the workers</h2>", _table(
+            ["warning", "times"], [[t, n] for t, n in by_count(d["warnings"])])]
     parts += ["<h2>Scores</h2>", _score_table(d)]
     if can_plot:
         parts.append(_distribution_plot(fig))

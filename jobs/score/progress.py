@@ -156,11 +156,16 @@ class Reporter:
 SHOWN = 10  # kinds of warnings listed at the end
 
 
+def by_count(warned: dict[str, int]) -> list[tuple[str, int]]:
+    """Kinds of warnings with their counts, most frequent first (the console, the page)."""
+    return sorted(warned.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
 def summary(warned: dict[str, int]) -> list[str]:
     """The end's lines: every kind of warning once, with its count, most frequent first."""
     if not warned:
         return []
-    kinds = sorted(warned.items(), key=lambda kv: (-kv[1], kv[0]))
+    kinds = by_count(warned)
     out = [f"fiqa: {sum(warned.values()):,} warnings in the workers, {len(kinds)} "
            f"kind{'s' * (len(kinds) != 1)}:"]
     out += [f"fiqa:   {n:,} x {text}" for text, n in kinds[:SHOWN]]

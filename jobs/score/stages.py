@@ -85,6 +85,11 @@ def _task_resources(ctx: Context) -> dict:
 FACE_TASK_MEMORY = 400 * 2**20
 
 
+def _face_task_resources(ctx: Context) -> dict:
+    resources = _task_resources(ctx)
+    return {**resources, "memory": resources["memory"] + FACE_TASK_MEMORY}
+
+
 def _detector_identity(cfg: ScoreConfig) -> dict:
     from fiqa_core.faces.detect import DetectSettings
 
@@ -145,8 +150,7 @@ SCORE_STAGES: tuple[ScoreStage, ...] = (
                             "max_pixels": ctx.cfg.max_pixels,
                             "template": ctx.cfg.face_template,
                             "threshold": ctx.cfg.face_threshold, "min_face": ctx.cfg.min_face},
-        resources=lambda ctx: {**_task_resources(ctx), "memory": _task_resources(ctx)[
-            "memory"] + FACE_TASK_MEMORY},
+        resources=_face_task_resources,
         batch_format="pyarrow",
         identity=lambda cfg, model: {"size": model.preprocessing.size, "resize": RESIZE,
                                      "max_pixels": cfg.max_pixels, "faces": cfg.faces,
