@@ -7,6 +7,7 @@ pseudo-label shards have ``path``, ``score`` (calibrated), ``raw_score``, ``mode
 
 from __future__ import annotations
 
+import json
 import posixpath
 
 import fsspec
@@ -130,8 +131,9 @@ def list_parquet_files(uri: str) -> list[str]:
     return [fs.unstrip_protocol(p) if "://" in uri else p for p in files]
 
 
-def check_shard_schema(uri: str) -> None:
-    """Fail early, naming the file, when a shard lacks the pseudo-label columns."""
+def check_shard_schema(uri: str, faces: str = "none") -> None:
+    """Fail early, naming the file, when a shard lacks the pseudo-label columns, or (when
+    training on face crops, ``faces`` none) holds scores of faces found in photos."""
     first = list_parquet_files(uri)[0]
     fs, path = fsspec.core.url_to_fs(first)
     names = pq.read_schema(path, filesystem=fs).names
@@ -140,6 +142,16 @@ def check_shard_schema(uri: str) -> None:
         raise TableError(
             f"{first}: column {missing[0]!r} missing (have: {', '.join(names)}); "
             "pseudo-label shards are written by `fiqa pseudo-label`"
+        )
+    marker = posixpath.join(uri.rstrip("/"), "_SUCCESS")
+    fs, path = fsspec.core.url_to_fs(marker)
+    written = json.loads(fs.cat_file(path)).get("faces", "none") if fs.exists(path) else "none"
+    if written != "none" and faces == "none":  # faces in photos, trained on as whole photos
+        raise TableError(
+            f"{uri} was pseudo-labeled with faces={written}: its scores are of faces found "
+            "in the photos, and with faces=none fiqa train reads each path as one face "
+            "image, so it would learn the faces' scores on whole photos. Train with "
+            "faces=largest (each row aligned by its face's landmarks)"
         )
 
 

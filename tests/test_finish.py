@@ -67,7 +67,7 @@ def test_verify_repairs_duplicates_and_refuses_what_it_cannot_account_for(tmp_pa
                                            "example": "/elsewhere/9.jpg"})
     assert (part / "bucket=0" / "c.parquet").exists()
     # a repair that leaves the count off
-    with pytest.raises(InputError, match="3 rows for 2 images after repair"):
+    with pytest.raises(InputError, match="3 rows of 3 images for 2 listed images after repair"):
         verify_rows(str(part), 2, lambda: {"listed": 2, "duplicates": 0, "unlisted": 0,
                                            "example": None})
 

@@ -12,6 +12,7 @@ faces come largest first (face 0 is what ``faces=largest`` keeps).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -149,6 +150,14 @@ class Detector:
             out.append(Faces(fb[order].astype(np.float32), fc[order].astype(np.float32),
                              fp[order].astype(np.float32)))
         return out
+
+
+@functools.lru_cache(maxsize=2)
+def cpu_detector(threshold: float, min_face: int) -> Detector:
+    """This process's detector for a CPU task (loaded once; onnxruntime on one thread, as a
+    task has one CPU)."""
+    return Detector(DetectSettings(threshold=threshold, min_face=min_face),
+                    backend="onnxruntime", threads=1)
 
 
 def _up32(v: int) -> int:

@@ -43,6 +43,16 @@ def align_faces(photo: torch.Tensor, faces: Faces, template_name: str, model_siz
     return out
 
 
+def align_to(photo: np.ndarray, landmarks, template_name: str, model_size: int) -> np.ndarray:
+    """``photo`` (H x W x 3 uint8) aligned by known ``landmarks`` (5 x (x, y), as a row's
+    ``face_landmarks``): the template's S x S x 3 uint8 crop."""
+    from .detect import as_tensor
+
+    side, points = template(template_name, model_size)
+    matrix = similarity(np.asarray(landmarks, np.float64).reshape(5, 2), points)
+    return to_uint8(warp(as_tensor(photo), matrix, side))
+
+
 def crops(detector: Detector, photos: list[torch.Tensor], template_name: str,
           model_size: int, mode: str) -> list[list[Crop]]:
     """Per photo (3 x H x W tensors, uint8 or float, on the detector's device:

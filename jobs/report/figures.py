@@ -22,7 +22,7 @@ from jobs.score.commit import MARKER, parquet_files
 from jobs.score.reading import manifest_by_bucket, read_file
 from jobs.score.schema import FACTS
 
-COLUMNS = ["path", "score", "status", "error", "reused", "model", "pipeline", *FACTS]
+COLUMNS = ["path", "face", "score", "status", "error", "reused", "model", "pipeline", *FACTS]
 EXAMPLES = 3  # paths shown per failure status
 VERSION = 1
 
@@ -141,7 +141,9 @@ class _Comparison:
         self.pairs = UniformSample(width=2, seed=3)
 
     def add(self, now: pd.DataFrame, before: pd.DataFrame) -> None:
-        both = now.merge(before, on="path", suffixes=("_now", "_before"))
+        # a row is an image's or (faces=all) one face's: -1 for the image itself
+        both = _by_face(now).merge(_by_face(before), on=["path", "face"],
+                                   suffixes=("_now", "_before"))
         change = (both["score_now"] - both["score_before"]).to_numpy(dtype=float)
         same = _same_means(both, self.default)
         moved = same & _same_facts(both) & (np.abs(change) > self.s.tolerance)
@@ -174,6 +176,10 @@ class _Comparison:
                 "pairs": self.pairs.count, "srcc": _srcc(self.pairs.rows),
                 "largest_movers": [{"path": p, "previous": b, "current": c, "change": c - b}
                                    for _, p, b, c in sorted(self.movers, reverse=True)]}
+
+
+def _by_face(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows.assign(face=pd.to_numeric(rows["face"]).fillna(-1).astype("int64"))
 
 
 def _comparable(marker: dict, previous: str | None) -> dict[int, list[str]] | None:

@@ -128,7 +128,8 @@ class ScoreConfig:
     faces: str = setting("none", "none: each image is the face (a crop); largest: detect "
                          "faces in each photo (RetinaFace, the faces extra) and score the "
                          "largest, aligned to face_template (status no_face when there is "
-                         "none)", choices=("none", "largest"), omit_default=True)
+                         "none); all: a row per face (face 0..face_count-1, largest first)",
+                         choices=("none", "largest", "all"), omit_default=True)
     face_template: str = setting("model", "with faces: the alignment's template: ffhq512 "
                                  "(as pyiqa), ofiq616 (OFIQ), arcface112, or model (FFHQ's "
                                  "geometry at the model's input size); the crop then takes "

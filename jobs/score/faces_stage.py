@@ -1,14 +1,13 @@
-"""The score pipeline's face stage (``faces=largest``), in CPU tasks in place of the decode
-stage: decode each photo at full resolution, detect its faces (RetinaFace in onnxruntime,
-one thread, a batch of photos at a time), align the largest to the template, and prepare
-the aligned crop as the decode stage prepares an image (the model's resize and centre
-crop). A photo without a face is a row with status ``no_face``; the face's box, landmarks
-and confidence go on in the ``face_*`` columns.
+"""The score pipeline's face stage (``faces=largest`` or ``all``), in CPU tasks in place of
+the decode stage: decode each photo at full resolution, detect its faces (RetinaFace in
+onnxruntime, one thread, a batch of photos at a time), align the largest (or each, a row
+per face, largest first) to the template, and prepare the aligned crop as the decode stage
+prepares an image (the model's resize and centre crop). A photo without a face is a row
+with status ``no_face``; the face's index, box, landmarks and confidence go on in the
+``face*`` columns (with ``all``, ``face_count``: the photo's faces, its rows).
 """
 
 from __future__ import annotations
-
-import functools
 
 import numpy as np
 import pyarrow as pa
@@ -16,60 +15,67 @@ import pyarrow as pa
 from fiqa_core.images import Decoded, decode_image, prepare_image
 
 from .pipeline import DECODED_SCHEMA, READ_OK, _with_columns
+from .schema import FACE_COLUMNS, OUTPUT_SCHEMA
 
-FACES_SCHEMA = pa.schema([*DECODED_SCHEMA, ("face", pa.int64()), ("face_score", pa.float64()),
-                          ("face_box", pa.list_(pa.float64())),
-                          ("face_landmarks", pa.list_(pa.float64()))])
+FACES_SCHEMA = pa.schema([*DECODED_SCHEMA, *(f for f in OUTPUT_SCHEMA if f.name in FACE_COLUMNS)])
+FACE_FIELDS = FACE_COLUMNS  # face, face_count, then what _face_fields gives
 CHUNK = 4  # photos detected together, at most
 CHUNK_PIXELS = 16_000_000  # ... and at most this many pixels held decoded (one photo if larger)
 
 
-@functools.lru_cache(maxsize=2)
-def detector(threshold: float, min_face: int):
-    """This worker process's detector (loaded once; onnxruntime on one thread, as a task
-    has one CPU)."""
-    from fiqa_core.faces import Detector, DetectSettings
-
-    return Detector(DetectSettings(threshold=threshold, min_face=min_face),
-                    backend="onnxruntime", threads=1)
-
-
 def faces_batch(batch: pa.Table, size: int, max_pixels: int, template: str,
-                threshold: float, min_face: int) -> pa.Table:
-    """Per read photo: its largest face aligned and prepared (``size`` x ``size``), or its
-    status (the read's, the decode's, or ``no_face``)."""
-    from fiqa_core.faces import NO_FACE, align_faces, as_tensor
+                threshold: float, min_face: int, mode: str = "largest") -> pa.Table:
+    """Per read photo: its largest face (``mode`` ``largest``) or each of its faces, largest
+    first (``all``: a row each), aligned and prepared (``size`` x ``size``); or one row with
+    its status (the read's, the decode's, or ``no_face``)."""
+    from fiqa_core.faces import NO_FACE, align_faces, as_tensor, cpu_detector
 
-    det = detector(threshold, min_face)
-    n = batch.num_rows
-    cols = {k: [None] * n for k in ("pixels", "status", "error", "width", "height", "face",
-                                    "face_score", "face_box", "face_landmarks")}
-    cols["pixels"], cols["encoded"] = [b""] * n, [b""] * n
+    det = cpu_detector(threshold, min_face)
+    cols: dict[str, list] = {k: [] for k in ("pixels", "status", "error", "width", "height",
+                                             *FACE_FIELDS)}
+    source: list[int] = []  # per output row, its photo's row in ``batch``
+
+    def add(i: int, d: Decoded, crop=None, count: int | None = None) -> None:
+        source.append(i)
+        cols["pixels"].append(prepare_image(crop.pixels, size, max_pixels=max_pixels)
+                              .image.tobytes() if crop is not None else b"")
+        for k, v in (("status", d.status), ("error", d.error), ("width", d.width),
+                     ("height", d.height), ("face_count", count)):
+            cols[k].append(v)
+        for k, v in zip(FACE_FIELDS[2:], _face_fields(crop), strict=True):
+            cols[k].append(v)
+        cols["face"].append(None if crop is None else crop.face)
+
     data = batch.column("encoded").to_pylist()
     read = list(zip(batch.column("status").to_pylist(), batch.column("error").to_pylist(),
                     strict=True))
     for rows, decoded in _chunks(data, read, max_pixels):
         ok = [i for i in rows if decoded[i].ok]
-        photos = [as_tensor(decoded[i].image) for i in ok]
-        for i, photo, faces in zip(ok, photos, det.detect(photos), strict=True):
-            d = decoded[i]
-            if not len(faces):
-                decoded[i] = Decoded(NO_FACE, f"no face found (face_threshold {threshold}, "
-                                     f"min_face {min_face} px)", width=d.width, height=d.height)
-                continue
-            (crop,) = align_faces(photo, faces, template, size, "largest")
-            prepared = prepare_image(crop.pixels, size, max_pixels=max_pixels)
-            cols["pixels"][i] = prepared.image.tobytes()
-            cols["face"][i], cols["face_score"][i] = crop.face, crop.score
-            cols["face_box"][i] = np.asarray(crop.box, np.float64).round(2).tolist()
-            cols["face_landmarks"][i] = crop.landmarks.astype(np.float64).round(2).ravel().tolist()
+        photos = dict(zip(ok, (as_tensor(decoded[i].image) for i in ok), strict=True))
+        found = dict(zip(ok, det.detect(list(photos.values())), strict=True))
         for i in rows:
             d = decoded[i]
-            cols["status"][i], cols["error"][i] = d.status, d.error
-            cols["width"][i], cols["height"][i] = d.width, d.height
+            if not d.ok:
+                add(i, d)
+            elif not len(found[i]):
+                add(i, Decoded(NO_FACE, f"no face found (face_threshold {threshold}, "
+                               f"min_face {min_face} px)", width=d.width, height=d.height))
+            else:
+                count = len(found[i]) if mode == "all" else None
+                for crop in align_faces(photos[i], found[i], template, size, mode):
+                    add(i, d, crop, count)
         decoded.clear()  # this chunk's photos go before the next chunk's are decoded
-        photos = None
-    return _with_columns(batch, FACES_SCHEMA, cols)
+        photos = found = None
+    cols["encoded"] = [b""] * len(source)
+    return _with_columns(batch.take(source), FACES_SCHEMA, cols)
+
+
+def _face_fields(crop) -> tuple:
+    """A crop's confidence, box and landmarks as a row holds them (None without a face)."""
+    if crop is None:
+        return None, None, None
+    return (crop.score, np.asarray(crop.box, np.float64).round(2).tolist(),
+            crop.landmarks.astype(np.float64).round(2).ravel().tolist())
 
 
 def _chunks(data: list, read: list, max_pixels: int):

@@ -17,17 +17,24 @@ from .summary import final_line, summarise
 log = logging.getLogger("fiqa.score")
 
 
-def verify_rows(out: str, images: int, repair: Callable[[], dict]) -> dict:
-    """Counts over ``out`` with its manifest, once it holds exactly one row per image.
+def _whole(summary: dict, images: int) -> bool:
+    """Each image's rows once: one row (or with faces=all, one per face) per image."""
+    return (summary["paths"] == images and not summary["duplicate_rows"]
+            and not summary["incomplete"])
 
-    ``repair`` (run only when the count is off or a path has two rows) keeps one row per
-    listed image and returns ``duplicates``, ``unlisted``, an ``example`` of the latter and
-    ``listed``, the distinct paths listed. Rows that no repair
+
+def verify_rows(out: str, images: int, repair: Callable[[], dict]) -> dict:
+    """Counts over ``out`` with its manifest, once it holds exactly one row per image (per
+    face of it, with ``faces=all``: :mod:`.rows`).
+
+    ``repair`` (run only when the count is off or a row is there twice) keeps one row per
+    listed image (face) and returns ``duplicates``, ``unlisted``, an ``example`` of the
+    latter and ``listed``, the distinct paths listed. Rows that no repair
     accounts for, and files the run did not write, fail the run with nothing committed.
     """
     files = own_files(out)[0]
     summary = summarise(out, files)
-    if summary["rows"] != images or summary["duplicate_rows"]:
+    if not _whole(summary, images):
         # an image's rows twice (a path listed twice, a write redone), or rows of files
         # not listed: one row per listed path kept
         repaired = repair()
@@ -44,12 +51,17 @@ def verify_rows(out: str, images: int, repair: Callable[[], dict]) -> dict:
             )
         files = own_files(out)[0]
         summary = summarise(out, files)
-    if summary["rows"] != images or summary["duplicate_rows"]:
+    if not _whole(summary, images):
+        cut = (f" ({summary['incomplete']} photos missing some of their faces' rows)"
+               if summary["incomplete"] else "")
         raise InputError(
-            f"{out}: {summary['rows']} rows for {images} images after repair; the partition "
-            "holds rows this run cannot account for. Move it aside and run again."
+            f"{out}: {summary['rows']} rows of {summary['paths']} images for {images} listed "
+            f"images after repair{cut}; the partition holds rows this run cannot account "
+            "for. Move it aside and run again."
         )
     summary["manifest"] = manifest(files, summary.pop("rows_by_file"))
+    for k in ("paths", "incomplete"):  # the images, and none: checked above
+        summary.pop(k)
     summary["images"] = images  # distinct paths: a path listed twice is one image
     foreign = sorted(set(files) - {f["name"] for f in summary["manifest"]})
     if foreign:  # the commit must pass its own check (fiqa verify)

@@ -28,6 +28,7 @@ from fiqa_core.tables import parquet_files
 from .commit import MARKER
 from .commit import parquet_files as partition_files
 from .reading import CARRY, committed_files, read_bucket, read_file, read_previous
+from .rows import KEY_COLUMNS, complete_paths, key_of, latest
 from .schema import CARRIED, FACTS, FILE_SCHEMA, PLAN_SCHEMA, ROW_GROUP_ROWS, arrow
 
 log = logging.getLogger("fiqa.score")
@@ -140,9 +141,10 @@ def with_pipeline(rows: pd.DataFrame, legacy) -> pd.DataFrame:
 
 
 def repair(listing, out: str, buckets: int) -> dict:
-    """Keep one row per listed path in every bucket of ``out`` (the latest scored), leaving
-    buckets already right untouched. Rows of paths the listing lacks are kept and counted
-    (``unlisted``, with an ``example``): whether to drop them is not this run's call."""
+    """Keep one row per listed path (per face of it: :mod:`.rows`) in every bucket of
+    ``out`` (the latest scored), leaving buckets already right untouched. Rows of paths the
+    listing lacks are kept and counted (``unlisted``, with an ``example``): whether to drop
+    them is not this run's call."""
     counts = (
         listing.groupby("bucket", num_partitions=buckets)
         .map_groups(repair_bucket, fn_kwargs={"out": out}, batch_format="pandas")
@@ -164,7 +166,7 @@ def repair_bucket(group: pd.DataFrame, out: str) -> pd.DataFrame:
     files = parquet_files(fs, root) if fs.exists(root) else []
     listed = rows["path"].isin(set(group["path"]))
     unlisted = rows.loc[~listed, "path"]
-    keep = rows.sort_values("scored_at", kind="stable").drop_duplicates("path", keep="last")
+    keep = latest(rows)
     if len(keep) < len(rows):
         # the repaired file first, then the old ones: a crash between leaves duplicates,
         # which the next run repairs the same way
@@ -212,14 +214,16 @@ def plan_bucket(group: pd.DataFrame, done: str, previous: str | None, pipeline: 
     (:func:`~.reading.drop_all_carried`); Ray retrying this task, with the same listing,
     finds this attempt's carried rows done."""
     bucket = int(group["bucket"].iloc[0])
-    finished = set(read_bucket(done, bucket, columns=["path"], own=True)["path"])
+    # an image is done when all its rows are (with faces=all, a photo's face rows may be
+    # in two files, one written before a crash, the other not: the photo is scored again)
+    finished = complete_paths(read_bucket(done, bucket, columns=list(KEY_COLUMNS), own=True))
     todo = group[~group["path"].isin(finished)].drop_duplicates("path").reset_index(drop=True)
     reuse = np.zeros(len(todo), dtype=bool)
     prev = read_previous(previous, bucket, previous_files) if len(todo) else pd.DataFrame()
     if len(prev):
         prev = with_pipeline(prev, legacy)
         prev = prev[(prev["pipeline"] == pipeline) & (prev["status"] != "read_error")]
-        prev = prev.drop_duplicates("path", keep="last").reset_index(drop=True)
+        prev = prev.drop_duplicates(key_of(prev), keep="last").reset_index(drop=True)
         pairs = todo[["path", *FACTS]].reset_index(names="todo_row").merge(
             prev.reset_index(names="prev_row"), on="path", suffixes=("", "_prev"))
         facts_prev = pairs[[f"{c}_prev" for c in FACTS]].set_axis(list(FACTS), axis=1)

@@ -6,7 +6,7 @@ import pandas as pd
 import pyarrow as pa
 
 FACTS = ("size", "mtime", "etag")
-FACE_COLUMNS = ("face", "face_score", "face_box", "face_landmarks")
+FACE_COLUMNS = ("face", "face_count", "face_score", "face_box", "face_landmarks")
 
 LISTING_SCHEMA = pa.schema(
     [
@@ -32,9 +32,11 @@ OUTPUT_SCHEMA = pa.schema(
         ("etag", pa.string()),
         ("width", pa.int64()),
         ("height", pa.int64()),
-        # with faces= (null without): which face (0: the largest), the detector's
-        # confidence, its box (x1, y1, x2, y2) and 5 landmarks (x, y pairs) in the photo
+        # with faces= (null without): which face (0: the largest), how many faces the
+        # photo has (faces=all: its rows), the detector's confidence, the face's box
+        # (x1, y1, x2, y2) and 5 landmarks (x, y pairs) in the photo
         ("face", pa.int64()),
+        ("face_count", pa.int64()),
         ("face_score", pa.float64()),
         ("face_box", pa.list_(pa.float64())),
         ("face_landmarks", pa.list_(pa.float64())),

@@ -143,13 +143,14 @@ SCORE_STAGES: tuple[ScoreStage, ...] = (
         enabled=lambda cfg: cfg.faces == "none",
     ),
     ScoreStage(
-        "faces", "decode each photo, detect its faces (RetinaFace), align the largest to "
-        "face_template, resize and centre-crop",
+        "faces", "decode each photo, detect its faces (RetinaFace), align the largest (or "
+        "each, faces=all) to face_template, resize and centre-crop",
         fn="jobs.score.faces_stage:faces_batch",
         kwargs=lambda ctx: {"size": ctx.decisions.config.preprocessing.size,
                             "max_pixels": ctx.cfg.max_pixels,
                             "template": ctx.cfg.face_template,
-                            "threshold": ctx.cfg.face_threshold, "min_face": ctx.cfg.min_face},
+                            "threshold": ctx.cfg.face_threshold, "min_face": ctx.cfg.min_face,
+                            "mode": ctx.cfg.faces},
         resources=_face_task_resources,
         batch_format="pyarrow",
         identity=lambda cfg, model: {"size": model.preprocessing.size, "resize": RESIZE,

@@ -43,6 +43,7 @@ class Planned:
         """The run's own facts for ``_SUCCESS``."""
         cfg, model = self.ctx.cfg, self.ctx.decisions.config
         return {"input": cfg.input, "model": model.id, "pipeline": self.ctx.pipeline,
+                "faces": cfg.faces,  # all: the rows are faces (face_rows of them)
                 # what rows written before rows carried a pipeline id were, for this model
                 # (the report compares such a night by it)
                 "default_pipeline": legacy_pipeline_id(cfg, model, model.id),

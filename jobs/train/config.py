@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from fiqa_core.config import setting, settings_where
 from fiqa_core.errors import ConfigError
+from fiqa_core.faces.templates import NAMES as FACE_TEMPLATES
 from fiqa_core.images import DEFAULT_MAX_PIXELS
 from fiqa_core.preprocessing import check_image_size
 from fiqa_core.presets import get_preset
@@ -55,6 +56,19 @@ class TrainConfig:
                                 "(centre)", cache=True)
     max_pixels: int = setting(DEFAULT_MAX_PIXELS, "images with more pixels are refused",
                               cache=True)
+    faces: str = setting("none", "none: each image is a face crop; largest: each image is a "
+                         "photo, aligned to face_template before training by its row's "
+                         "face_landmarks (pseudo-labels written with faces=) or else by its "
+                         "largest face (RetinaFace, the faces extra; a photo without one is "
+                         "left out, status no_face)", choices=("none", "largest"),
+                         cache=True, omit_default=True)
+    face_template: str = setting("model", "with faces: the alignment's template (as fiqa "
+                                 "score's; model: FFHQ's geometry at the input size)",
+                                 choices=FACE_TEMPLATES, cache=True, omit_default=True)
+    min_face: int = setting(16, "with faces: smaller faces (box short side, pixels) are "
+                            "ignored", cache=True, omit_default=True)
+    face_threshold: float = setting(0.9, "with faces: the detector's face probability a face "
+                                    "needs", cache=True, omit_default=True)
     shuffle_buffer: int = setting(256, "rows per worker shuffled locally, on top of shuffled "
                                   "cache files", operational=True)
     max_failures: int = setting(2, "worker-group restarts from the last epoch's checkpoint",
@@ -84,4 +98,16 @@ def validate(cfg: TrainConfig) -> int:
         )
     if cfg.epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {cfg.epochs}")
+    if cfg.faces != "none":  # the detector's weights (the faces extra), before any work
+        from fiqa_core.faces.weights import onnx_bytes
+
+        onnx_bytes()
     return size
+
+
+def face_settings(cfg: TrainConfig) -> dict | None:
+    """What the image cache's face alignment takes (None: the images are face crops)."""
+    if cfg.faces == "none":
+        return None
+    return {"template": cfg.face_template, "threshold": cfg.face_threshold,
+            "min_face": cfg.min_face}

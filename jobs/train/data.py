@@ -22,7 +22,7 @@ from ray.data.datasource import FileShuffleConfig
 from ray.data.expressions import col
 
 from fiqa_core import storage
-from fiqa_core.images import crop_array, decode_resized
+from fiqa_core.images import Decoded, crop_array, decode_image, decode_resized
 from fiqa_core.lake import load_images
 from fiqa_core.tables import list_parquet_files
 from jobs.ray_env import read_parquet
@@ -33,14 +33,21 @@ CACHE_MARKER = "_SUCCESS"
 
 
 def decode_resize_batch(
-    batch: pd.DataFrame, size: int, max_aspect: float, max_pixels: int, threads: int = 8
+    batch: pd.DataFrame, size: int, max_aspect: float, max_pixels: int, threads: int = 8,
+    faces: dict | None = None,
 ) -> pd.DataFrame:
-    """Map-batches stage: read bytes, decode, resize short side; one status per row."""
-    results = load_images(
-        list(batch["path"]),
-        lambda data: decode_resized(data, size, max_aspect=max_aspect, max_pixels=max_pixels),
-        threads,
-    )
+    """Map-batches stage: read bytes, decode, resize short side; one status per row. With
+    ``faces`` (:func:`~jobs.train.config.face_settings`), each image is a photo: decoded
+    at full size and aligned to the template first (:func:`_aligned`)."""
+    paths = list(batch["path"])
+    if faces is None:
+        results = load_images(paths, lambda data: decode_resized(
+            data, size, max_aspect=max_aspect, max_pixels=max_pixels), threads)
+    else:
+        photos = load_images(paths, lambda data: decode_image(data, max_pixels), threads)
+        results = [_aligned(d, lmk, size, max_aspect, max_pixels, faces)
+                   for d, lmk in zip(photos, batch["landmarks"], strict=True)]
+        photos = None
     return batch.assign(
         pixels=[d.image.tobytes() if d.ok else b"" for d in results],
         height=[d.image.shape[0] if d.ok else 0 for d in results],
@@ -50,14 +57,44 @@ def decode_resize_batch(
     )
 
 
-def _pseudo_rows(folder: str, source_id: int) -> ray.data.Dataset:
-    """Rows with status ok and a finite calibrated score from one pseudo-label folder."""
-    ds = read_parquet(list_parquet_files(folder), columns=["path", "score", "status"])
+def _aligned(photo: Decoded, landmarks, size: int, max_aspect: float, max_pixels: int,
+             faces: dict) -> Decoded:
+    """A decoded photo's face, aligned to the template and resized as any image: by the
+    row's landmarks (a pseudo-label row written with ``faces=``), or else by its largest
+    face found (none: status ``no_face``, the row left out like any bad image)."""
+    from fiqa_core.faces import NO_FACE, align_to, as_tensor, cpu_detector
+
+    if not photo.ok:
+        return photo
+    if np.size(landmarks) != 10:  # none known (a labeled photo): its largest face
+        found = cpu_detector(faces["threshold"], faces["min_face"]).detect(
+            [as_tensor(photo.image)])[0]
+        if not len(found):
+            return Decoded(NO_FACE, f"no face found (face_threshold {faces['threshold']}, "
+                           f"min_face {faces['min_face']} px)", width=photo.width,
+                           height=photo.height)
+        landmarks = found.landmarks[0]
+    crop = align_to(photo.image, landmarks, faces["template"], size)
+    return decode_resized(crop, size, max_aspect=max_aspect, max_pixels=max_pixels)
+
+
+def _pseudo_rows(folder: str, source_id: int, faces: bool = False) -> ray.data.Dataset:
+    """Rows with status ok and a finite calibrated score from one pseudo-label folder;
+    with ``faces``, each with its face's landmarks where the rows have them (written with
+    ``faces=``), which align it."""
+    files = list_parquet_files(folder)
+    columns = ["path", "score", "status"]
+    if faces and "face_landmarks" in pq.read_schema(
+            files[0], filesystem=fsspec.core.url_to_fs(files[0])[0]).names:
+        columns.append("face_landmarks")
+    ds = read_parquet(files, columns=columns)
     ds = ds.filter(expr=col("status") == "ok").drop_columns(["status"])
 
     def tag(batch: pd.DataFrame) -> pa.Table:
         batch = batch[np.isfinite(batch["score"].astype("float64"))]
-        return _path_table(batch.assign(split="train", source_id=source_id, row_id=-1))
+        landmarks = batch["face_landmarks"] if "face_landmarks" in batch else None
+        return _path_table(batch.assign(split="train", source_id=source_id, row_id=-1,
+                                        landmarks=landmarks))
 
     return ds.map_batches(tag, batch_format="pandas")
 
@@ -69,6 +106,7 @@ PATH_TABLE_SCHEMA = pa.schema(
         ("split", pa.string()),
         ("source_id", pa.int64()),
         ("row_id", pa.int64()),
+        ("landmarks", pa.list_(pa.float64())),  # a pseudo-label row's face (faces=)
     ]
 )
 
@@ -89,6 +127,7 @@ def build_cache(
     max_pixels: int,
     seed: int,
     decode_batch_size: int = 16,
+    faces: dict | None = None,
 ) -> dict:
     """Decode every training and validation image once into ``cache_uri`` (idempotent).
 
@@ -104,14 +143,16 @@ def build_cache(
         return summary
     data_uri = storage.join(cache_uri, "data")
     storage.remove(data_uri)  # a partial cache from an interrupted run
-    ds = ray.data.from_arrow(_path_table(labels.assign(source_id=0, row_id=np.arange(len(labels)))))
+    ds = ray.data.from_arrow(_path_table(labels.assign(
+        source_id=0, row_id=np.arange(len(labels)), landmarks=None)))
     for i, folder in enumerate(pseudo_folders, start=1):
-        ds = ds.union(_pseudo_rows(folder, i))
+        ds = ds.union(_pseudo_rows(folder, i, faces is not None))
     # shuffle the (small) path table once; epochs then shuffle files + a local buffer
     ds = ds.random_shuffle(seed=seed)
     ds = ds.map_batches(
         decode_resize_batch,
-        fn_kwargs={"size": size, "max_aspect": max_aspect, "max_pixels": max_pixels},
+        fn_kwargs={"size": size, "max_aspect": max_aspect, "max_pixels": max_pixels,
+                   "faces": faces},
         batch_size=decode_batch_size,
         batch_format="pandas",
     )

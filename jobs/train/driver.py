@@ -15,7 +15,7 @@ from fiqa_core.tables import check_shard_schema, read_labels, split_labels, writ
 from jobs import faults
 from jobs.cli import JobFailed
 
-from .config import CACHE_KEYS, TrainConfig, validate, work_dir
+from .config import CACHE_KEYS, TrainConfig, face_settings, validate, work_dir
 
 
 class TrainingFailed(JobFailed):
@@ -40,7 +40,7 @@ def run(cfg: TrainConfig) -> CheckpointConfig:
     # bad input is exit 2 before anything is written, busy or not
     labels = split_labels(read_labels(cfg.labels, cfg.images_root), cfg.val_fraction, cfg.seed)
     for folder in cfg.pseudo_labels:
-        check_shard_schema(folder)
+        check_shard_schema(folder, faces=cfg.faces)
     # one training run per checkpoint: a second one is refused while this one lives
     with Lease(cfg.output, f"fiqa train output={cfg.output} preset={cfg.preset}") as lease:
         if finished(cfg, chash):  # the run that held the lease finished it
@@ -71,7 +71,8 @@ def _train(
     )
     cache_uri = storage.join(work, f"cache-{size}px-{cache_key[:10]}")
     summary = data.build_cache(
-        labels, cfg.pseudo_labels, cache_uri, size, cfg.max_aspect, cfg.max_pixels, cfg.seed
+        labels, cfg.pseudo_labels, cache_uri, size, cfg.max_aspect, cfg.max_pixels, cfg.seed,
+        faces=face_settings(cfg),
     )
     _check_enough_images(cfg, summary)
     if summary["ok"] < summary["rows"]:
@@ -103,6 +104,8 @@ def _train(
             "bad_images": summary["rows"] - summary["ok"],
             "init_weights": cfg.init_weights,
             "pretrained": cfg.pretrained,
+            **({"faces": {"faces": cfg.faces, **face_settings(cfg)}} if cfg.faces != "none"
+               else {}),  # trained on aligned faces of photos: score with the same
         },
     }
     trainer = _trainer(cfg, loop_config, use_gpu, run_name, cache_uri, size)
