@@ -76,7 +76,7 @@ def test_a_damaged_night_is_reported_not_reused_and_left_as_it_is(tmp_path, chec
     (out / "date=2026-11-24").mkdir()
     (out / "date=2026-11-24" / "notes.txt").write_text("mine")
     code = cli_main(["score", f"input={lake}", f"model={checkpoint}", f"output={out}",
-                     "run_date=2026-11-24", "buckets=8", "precision=fp32"])
+                     "run_date=2026-11-24", "buckets=8", "precision=fp32", "scorers=1"])
     assert code == 2 and "holds files this run did not write (notes.txt)" in (
         capsys.readouterr().out)
     assert not (out / "date=2026-11-24" / "_SUCCESS").exists()

@@ -20,7 +20,7 @@ TINY = {
                 "preset": "student-edgenext-xxs"},
     "enhanced_teacher": {"epochs": 1},
     "student": {"image_size": 32, "epochs": 1, "pretrained": False, "batch_size": 16},
-    "pseudo_label": {"buckets": 4},
+    "pseudo_label": {"buckets": 4, "scorers": 1},
 }
 
 

@@ -127,7 +127,7 @@ def test_the_console_shows_fiqa_progress_not_ray_datas(tmp_path, checkpoint):  #
         assert images.decode_image(imagegen.jpeg_with_corrupt_exif(photo)).status == "ok"
     assert per_image and all("Corrupt EXIF" in str(w.message) for w in per_image)
     args = ["score", f"input={lake}", f"model={checkpoint}", "run_date=2026-11-20",
-            "buckets=4", "batch_size=8", "report=false"]
+            "buckets=4", "batch_size=8", "report=false", "scorers=1"]
     quiet = start(*args, f"output={tmp_path / 'q'}", "progress_s=0.5")
     text = quiet.communicate(timeout=300)[0]
     assert quiet.returncode == 0, text

@@ -66,12 +66,13 @@ def read_partition(uri) -> pd.DataFrame:
 
 
 def cfg(**kw):
-    """Test settings: small buckets and batches; no report (tests/test_report.py has its
-    own) unless ``report=true``."""
+    """Test settings: small buckets and batches, one scoring actor (each costs ~2 s of CPU
+    to start, every run); no report (tests/test_report.py has its own) unless
+    ``report=true``."""
     return resolve_config(
         score_job.ScoreConfig,
         None,
-        ["report=false"] + [f"{k}={v}" for k, v in kw.items()]
+        ["report=false", "scorers=1"] + [f"{k}={v}" for k, v in kw.items()]
         + ["buckets=8", "decode_batch_size=16", "batch_size=32", "precision=fp32"],
     )
 

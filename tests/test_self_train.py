@@ -27,6 +27,7 @@ TINY = [
     "teacher.batch_size=16",
     "student.batch_size=16",
     "pseudo_label.buckets=4",
+    "pseudo_label.scorers=1",  # each scoring actor costs seconds of the 2 cores to start
 ]
 
 

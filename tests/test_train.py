@@ -182,7 +182,8 @@ def test_interrupted_job_continues_when_rerun(tmp_path, ray_local, capsys):
     (tmp_path / "images" / "broken.jpg").write_bytes(b"")  # a bad labeled image: left out
     with open(tmp_path / "labels.csv", "a") as f:
         f.write("images/broken.jpg,3.0\n")
-    cfg = config(tmp_path, "epochs=2", "max_failures=0")
+    # one worker: resuming is the group's, whatever its size (another test loses one of two)
+    cfg = config(tmp_path, "epochs=2", "max_failures=0", "num_workers=1")
     with faults.inject(train_fails_at_epoch=2), pytest.raises(
         train_job.TrainingFailed, match="injected failure.*Rerun the same command"
     ) as failed:
