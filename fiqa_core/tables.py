@@ -143,10 +143,12 @@ def check_shard_schema(uri: str, faces: str = "none") -> None:
             f"{first}: column {missing[0]!r} missing (have: {', '.join(names)}); "
             "pseudo-label shards are written by `fiqa pseudo-label`"
         )
-    marker = posixpath.join(uri.rstrip("/"), "_SUCCESS")
-    fs, path = fsspec.core.url_to_fs(marker)
-    written = json.loads(fs.cat_file(path)).get("faces", "none") if fs.exists(path) else "none"
-    if written != "none" and faces == "none":  # faces in photos, trained on as whole photos
+    mfs, marker = fsspec.core.url_to_fs(posixpath.join(uri.rstrip("/"), "_SUCCESS"))
+    written = json.loads(mfs.cat_file(marker)).get("faces") if mfs.exists(marker) else None
+    if written is None and "face" in names:  # a _SUCCESS from before it said: the rows do
+        face = pq.read_table(path, filesystem=fs, columns=["face"])["face"]
+        written = "largest or all" if face.null_count < len(face) else "none"
+    if written not in (None, "none") and faces == "none":  # faces in photos as whole photos
         raise TableError(
             f"{uri} was pseudo-labeled with faces={written}: its scores are of faces found "
             "in the photos, and with faces=none fiqa train reads each path as one face "

@@ -97,3 +97,12 @@ def test_training_on_faces_in_photos(tmp_path, ray_local):
     for k in range(2):
         assert np.array_equal(cached(str(images / "two.jpg"), k), decode_resized(
             align_to(two, landmarks[k], "model", 64), 64).image)
+
+
+def test_a_faces_shard_from_before_success_said_so_is_known_by_its_rows(tmp_path):
+    shard = tmp_path / "old"
+    _faces_shard(shard, str(_photos(tmp_path) / "two.jpg"))
+    (shard / "_SUCCESS").write_text(json.dumps({"rows": 2}))  # no "faces" key
+    with pytest.raises(TableError, match="pseudo-labeled with faces=largest or all"):
+        check_shard_schema(str(shard))
+    check_shard_schema(str(shard), faces="largest")  # accepted when training on faces

@@ -52,12 +52,16 @@ def verify_rows(out: str, images: int, repair: Callable[[], dict]) -> dict:
         files = own_files(out)[0]
         summary = summarise(out, files)
     if not _whole(summary, images):
-        cut = (f" ({summary['incomplete']} photos missing some of their faces' rows)"
-               if summary["incomplete"] else "")
+        if summary["incomplete"]:  # no whole attempt yet: the next run scores them again
+            raise InputError(
+                f"{out}: {summary['incomplete']} photo(s) have only some of their faces' rows "
+                "(a run stopped between two writes, or its retries disagreed): nothing was "
+                "committed; run it again, and those photos are scored again"
+            )
         raise InputError(
             f"{out}: {summary['rows']} rows of {summary['paths']} images for {images} listed "
-            f"images after repair{cut}; the partition holds rows this run cannot account "
-            "for. Move it aside and run again."
+            "images after repair; the partition holds rows this run cannot account for. "
+            "Move it aside and run again."
         )
     summary["manifest"] = manifest(files, summary.pop("rows_by_file"))
     for k in ("paths", "incomplete"):  # the images, and none: checked above

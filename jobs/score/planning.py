@@ -28,7 +28,7 @@ from fiqa_core.tables import parquet_files
 from .commit import MARKER
 from .commit import parquet_files as partition_files
 from .reading import CARRY, committed_files, read_bucket, read_file, read_previous
-from .rows import KEY_COLUMNS, complete_paths, key_of, latest
+from .rows import KEY_COLUMNS, complete_paths, kept, key_of
 from .schema import CARRIED, FACTS, FILE_SCHEMA, PLAN_SCHEMA, ROW_GROUP_ROWS, arrow
 
 log = logging.getLogger("fiqa.score")
@@ -166,7 +166,7 @@ def repair_bucket(group: pd.DataFrame, out: str) -> pd.DataFrame:
     files = parquet_files(fs, root) if fs.exists(root) else []
     listed = rows["path"].isin(set(group["path"]))
     unlisted = rows.loc[~listed, "path"]
-    keep = latest(rows)
+    keep = kept(rows)
     if len(keep) < len(rows):
         # the repaired file first, then the old ones: a crash between leaves duplicates,
         # which the next run repairs the same way

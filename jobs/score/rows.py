@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 KEY = ("path", "face")  # a row's identity: its image, and its face (null: the image itself)
-KEY_COLUMNS = ("path", "face", "face_count")  # what the questions below read
+KEY_COLUMNS = ("path", "face", "face_count", "scored_at")  # what the questions below read
 
 
 def key_of(rows: pd.DataFrame) -> list[str]:
@@ -20,43 +20,71 @@ def key_of(rows: pd.DataFrame) -> list[str]:
     return [c for c in KEY if c in rows.columns]
 
 
+def _attempts(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (path, scored_at), one attempt's rows of an image: ``whole`` when they are one
+    row for the image itself (no ``face_count``: faces none or largest, no face, a bad
+    file), or exactly faces 0..k-1, each saying ``face_count`` k. Attempts of one photo
+    may disagree (detection differs with a batch's padding), so they are never mixed."""
+    k = rows["face_count"] if "face_count" in rows.columns else pd.Series(pd.NA,
+                                                                          index=rows.index)
+    face = rows["face"] if "face" in rows.columns else pd.Series(pd.NA, index=rows.index)
+    frame = pd.DataFrame({"path": rows["path"], "scored_at": rows["scored_at"],
+                          "face": pd.to_numeric(face), "k": pd.to_numeric(k)})
+    g = frame.groupby(["path", "scored_at"], dropna=False, sort=False).agg(
+        rows=("path", "size"), with_k=("k", "count"), k_min=("k", "min"), k_max=("k", "max"),
+        faces=("face", "nunique"), f_min=("face", "min"), f_max=("face", "max"))
+    image = g["with_k"] == 0
+    faces = ((g["with_k"] == g["rows"]) & (g["k_min"] == g["k_max"]) & (g["faces"] == g["k_max"])
+             & (g["f_min"] == 0) & (g["f_max"] == g["k_max"] - 1))
+    return g.assign(whole=image | faces).reset_index()
+
+
+def kept(rows: pd.DataFrame) -> pd.DataFrame:
+    """What repair keeps: per path, its newest whole attempt, one row per key (the later
+    file on a tie); a path without a whole attempt keeps its rows (one per key), and
+    verify then finds it incomplete: the next run scores it again."""
+    if not len(rows):
+        return rows
+    attempts = _attempts(rows)
+    newest = (attempts[attempts["whole"]].sort_values("scored_at", kind="stable")
+              .drop_duplicates("path", keep="last")[["path", "scored_at"]])
+    mine = rows.merge(newest.rename(columns={"scored_at": "_kept"}), on="path", how="left")
+    keep = mine["_kept"].isna().to_numpy() | (mine["scored_at"] == mine["_kept"]).to_numpy()
+    out = rows[keep]
+    # one row per image, or per face of a faces=all photo
+    per_face = (out["face_count"].notna() if "face_count" in out.columns
+                else pd.Series(False, index=out.index))
+    face = out["face"] if "face" in out.columns else pd.Series(pd.NA, index=out.index)
+    key = pd.to_numeric(face).where(per_face, -1).fillna(-2)
+    return (out.assign(_key=key.to_numpy()).sort_values("scored_at", kind="stable")
+            .drop_duplicates(["path", "_key"], keep="last").drop(columns="_key"))
+
+
 def complete_paths(rows: pd.DataFrame) -> set[str]:
-    """The paths whose rows are whole: a row for the image itself, or a row for each of
-    faces 0..face_count-1."""
-    if "face_count" not in rows.columns:
-        return set(rows["path"])
-    per_face = rows["face_count"].notna() & rows["face"].notna()
-    whole = set(rows.loc[~per_face, "path"])
-    faces = rows.loc[per_face, ["path", "face", "face_count"]].drop_duplicates(["path", "face"])
-    found = faces.groupby("path").agg(n=("face", "size"), k=("face_count", "max"))
-    return whole | set(found.index[found["n"] >= found["k"]])
-
-
-def latest(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per key, the latest scored (``scored_at``; the later file on a tie)."""
-    return rows.sort_values("scored_at", kind="stable").drop_duplicates(key_of(rows),
-                                                                         keep="last")
+    """The paths with a whole attempt (:func:`_attempts`): done; any other rows of theirs
+    are repair's to drop."""
+    if not len(rows) or "face_count" not in rows.columns or rows["face_count"].isna().all():
+        return set(rows["path"])  # one row per image (a night written before faces too)
+    attempts = _attempts(rows)
+    return set(attempts.loc[attempts["whole"], "path"])
 
 
 def counts(table: pa.Table) -> dict[str, int]:
-    """Over one bucket's rows (``path``, and ``face``, ``face_count`` where present):
-    ``paths`` (distinct), ``duplicate_rows`` (rows of a key that has another row),
-    ``face_rows`` (rows of one face) and ``incomplete`` (photos missing some of their faces'
-    rows). Arrow throughout: a bucket of a 100M-image lake holds ~1.5M rows."""
+    """Over one bucket's rows (``path``, and ``face``, ``face_count``, ``scored_at`` where
+    present): ``paths`` (distinct), ``duplicate_rows`` (rows repair would drop:
+    :func:`kept`), ``face_rows`` (rows of one face) and ``incomplete`` (photos without a
+    whole attempt). In Arrow unless the rows are faces=all's (a bucket of a 100M-image
+    lake holds ~1.5M rows)."""
     paths = pc.cast(table["path"], pa.string())
     out = {"paths": pc.count_distinct(paths).as_py(), "face_rows": 0, "incomplete": 0}
-    if "face" not in table.column_names or table["face"].null_count == len(table):
-        out["duplicate_rows"] = len(table) - out["paths"]
+    names = table.column_names
+    if "face_count" in names and table["face_count"].null_count < len(table):
+        rows = table.to_pandas()
+        out["face_rows"] = int(rows["face"].notna().sum())
+        out["duplicate_rows"] = len(rows) - len(kept(rows))
+        out["incomplete"] = out["paths"] - len(complete_paths(rows))
         return out
-    face = table["face"]
-    out["face_rows"] = len(table) - face.null_count
-    key = pc.binary_join_element_wise(paths, pc.fill_null(pc.cast(face, pa.string()), ""),
-                                      "\x00")
-    out["duplicate_rows"] = len(table) - pc.count_distinct(key).as_py()
-    if "face_count" in table.column_names and table["face_count"].null_count < len(table):
-        per_face = table.filter(pc.is_valid(table["face_count"]))
-        found = per_face.group_by("path").aggregate([("face", "count_distinct"),
-                                                     ("face_count", "max")])
-        out["incomplete"] = pc.sum(pc.less(found["face_count_distinct"],
-                                           found["face_count_max"])).as_py() or 0
+    # one row per image (faces none or largest): any second row of a path is one too many
+    out["face_rows"] = len(table) - table["face"].null_count if "face" in names else 0
+    out["duplicate_rows"] = len(table) - out["paths"]
     return out

@@ -30,6 +30,7 @@ from jobs.ray_env import read_parquet
 log = logging.getLogger("fiqa.train")
 
 CACHE_MARKER = "_SUCCESS"
+FACE_CHUNK = 4  # faces=: photos decoded at full size together (100 MP ones: 1.2 GB)
 
 
 def decode_resize_batch(
@@ -44,10 +45,12 @@ def decode_resize_batch(
         results = load_images(paths, lambda data: decode_resized(
             data, size, max_aspect=max_aspect, max_pixels=max_pixels), threads)
     else:
-        photos = load_images(paths, lambda data: decode_image(data, max_pixels), threads)
-        results = [_aligned(d, lmk, size, max_aspect, max_pixels, faces)
-                   for d, lmk in zip(photos, batch["landmarks"], strict=True)]
-        photos = None
+        results, landmarks = [], list(batch["landmarks"])
+        for i in range(0, len(paths), FACE_CHUNK):  # a few full-size photos held at a time
+            photos = load_images(paths[i:i + FACE_CHUNK],
+                                 lambda data: decode_image(data, max_pixels), FACE_CHUNK)
+            results += [_aligned(d, lmk, size, max_aspect, max_pixels, faces)
+                        for d, lmk in zip(photos, landmarks[i:i + FACE_CHUNK], strict=True)]
     return batch.assign(
         pixels=[d.image.tobytes() if d.ok else b"" for d in results],
         height=[d.image.shape[0] if d.ok else 0 for d in results],
@@ -66,7 +69,8 @@ def _aligned(photo: Decoded, landmarks, size: int, max_aspect: float, max_pixels
 
     if not photo.ok:
         return photo
-    if np.size(landmarks) != 10:  # none known (a labeled photo): its largest face
+    known = np.size(landmarks) == 10 and np.isfinite(np.asarray(landmarks, float)).all()
+    if not known:  # none (a labeled photo, a row of a faces=none shard): its largest face
         found = cpu_detector(faces["threshold"], faces["min_face"]).detect(
             [as_tensor(photo.image)])[0]
         if not len(found):
