@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from fiqa_core.images import Decoded, decode_image, prepare_image
 
-from .pipeline import DECODED_SCHEMA, READ_OK, _with_columns
+from .pipeline import DECODED_SCHEMA, FACT_COLUMNS, READ_OK, _with_columns
 from .schema import FACE_COLUMNS, OUTPUT_SCHEMA
 
 FACES_SCHEMA = pa.schema([*DECODED_SCHEMA, *(f for f in OUTPUT_SCHEMA if f.name in FACE_COLUMNS)])
@@ -67,7 +67,8 @@ def faces_batch(batch: pa.Table, size: int, max_pixels: int, template: str,
         decoded.clear()  # this chunk's photos go before the next chunk's are decoded
         photos = found = None
     cols["encoded"] = [b""] * len(source)
-    return _with_columns(batch.take(source), FACES_SCHEMA, cols)
+    # the listed facts per output row (not the photos' bytes, which would be copied too)
+    return _with_columns(batch.select(list(FACT_COLUMNS)).take(source), FACES_SCHEMA, cols)
 
 
 def _face_fields(crop) -> tuple:
