@@ -141,10 +141,10 @@ def with_pipeline(rows: pd.DataFrame, legacy) -> pd.DataFrame:
 
 
 def repair(listing, out: str, buckets: int) -> dict:
-    """Keep one row per listed path (per face of it: :mod:`.rows`) in every bucket of
-    ``out`` (the latest scored), leaving buckets already right untouched. Rows of paths the
-    listing lacks are kept and counted (``unlisted``, with an ``example``): whether to drop
-    them is not this run's call."""
+    """Keep one row per listed path (per face of it, of its newest whole attempt:
+    :func:`.rows.kept`) in every bucket of ``out``, leaving buckets already right
+    untouched. Rows of paths the listing lacks are kept and counted (``unlisted``, with an
+    ``example``): whether to drop them is not this run's call."""
     counts = (
         listing.groupby("bucket", num_partitions=buckets)
         .map_groups(repair_bucket, fn_kwargs={"out": out}, batch_format="pandas")
@@ -214,8 +214,8 @@ def plan_bucket(group: pd.DataFrame, done: str, previous: str | None, pipeline: 
     (:func:`~.reading.drop_all_carried`); Ray retrying this task, with the same listing,
     finds this attempt's carried rows done."""
     bucket = int(group["bucket"].iloc[0])
-    # an image is done when all its rows are (with faces=all, a photo's face rows may be
-    # in two files, one written before a crash, the other not: the photo is scored again)
+    # an image is done when one attempt's rows of it are whole (with faces=all, a photo's
+    # face rows may be in two files, one written before a crash: it is scored again)
     finished = complete_paths(read_bucket(done, bucket, columns=list(KEY_COLUMNS), own=True))
     todo = group[~group["path"].isin(finished)].drop_duplicates("path").reset_index(drop=True)
     reuse = np.zeros(len(todo), dtype=bool)

@@ -15,9 +15,9 @@ from .rows import KEY_COLUMNS, counts
 def summarise(partition: str, files: dict[str, int] | None = None) -> dict:
     """Counts over a written partition, streamed bucket by bucket (memory: one bucket's
     paths); with each file's rows (``rows_by_file``, by name relative to the partition) for
-    its manifest; ``paths`` (distinct), ``duplicate_rows`` (rows of a path, or of a face,
-    that has another row), ``face_rows`` (rows of one face) and ``incomplete`` (photos some of
-    whose face rows are missing: :mod:`.rows`).
+    its manifest; ``paths`` (distinct), ``duplicate_rows`` (rows repair would drop),
+    ``face_rows`` (rows of one face) and ``incomplete`` (photos without a whole attempt:
+    :mod:`.rows`).
     ``files``: the partition's files (:func:`~jobs.score.commit.data_files`), if listed."""
     fs, root = fsspec.core.url_to_fs(partition)
     by_status: dict[str, int] = {}
