@@ -89,14 +89,14 @@ def test_training_on_faces_in_photos(tmp_path, ray_local):
     path = str(images / "face3.jpg")
     photo = decode_image(open(path, "rb").read()).image
     (face,) = Detector(backend="onnxruntime").detect([as_tensor(photo)])[0].landmarks[:1]
-    expected = decode_resized(align_to(photo, face, "model", 64), 64).image
+    expected = decode_resized(align_to(as_tensor(photo), face, "model", 64), 64).image
     assert np.array_equal(cached(path), expected)
     assert not np.array_equal(cached(path), decode_resized(photo, 64).image)
     # the pseudo rows: each its own face of one photo, by its landmarks
     two = decode_image((images / "two.jpg").read_bytes()).image
     for k in range(2):
         assert np.array_equal(cached(str(images / "two.jpg"), k), decode_resized(
-            align_to(two, landmarks[k], "model", 64), 64).image)
+            align_to(as_tensor(two), landmarks[k], "model", 64), 64).image)
 
 
 def test_a_faces_shard_from_before_success_said_so_is_known_by_its_rows(tmp_path):

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fiqa_core.images import Decoded
+
 from .align import similarity, template, to_uint8, warp
 from .detect import Detector, Faces
 
@@ -33,24 +35,25 @@ def align_faces(photo: torch.Tensor, faces: Faces, template_name: str, model_siz
                 mode: str) -> list[Crop]:
     """The aligned crops of ``faces`` of ``photo`` (3 x H x W, uint8 or float) for
     ``mode``."""
-    side, points = template(template_name, model_size)
     count = len(faces) if mode == "all" else min(1, len(faces))
-    out = []
-    for k in range(count):
-        matrix = similarity(faces.landmarks[k], points)
-        out.append(Crop(k, faces.boxes[k], float(faces.scores[k]), faces.landmarks[k],
-                        to_uint8(warp(photo, matrix, side))))
-    return out
+    return [Crop(k, faces.boxes[k], float(faces.scores[k]), faces.landmarks[k],
+                 align_to(photo, faces.landmarks[k], template_name, model_size))
+            for k in range(count)]
 
 
-def align_to(photo: np.ndarray, landmarks, template_name: str, model_size: int) -> np.ndarray:
-    """``photo`` (H x W x 3 uint8) aligned by known ``landmarks`` (5 x (x, y), as a row's
-    ``face_landmarks``): the template's S x S x 3 uint8 crop."""
-    from .detect import as_tensor
-
+def align_to(photo: torch.Tensor, landmarks, template_name: str, model_size: int
+             ) -> np.ndarray:
+    """``photo`` (3 x H x W, uint8 or float) aligned by ``landmarks`` (5 x (x, y): a
+    detection's, or a row's ``face_landmarks``): the template's S x S x 3 uint8 crop."""
     side, points = template(template_name, model_size)
     matrix = similarity(np.asarray(landmarks, np.float64).reshape(5, 2), points)
-    return to_uint8(warp(as_tensor(photo), matrix, side))
+    return to_uint8(warp(photo, matrix, side))
+
+
+def no_face(photo: Decoded, threshold: float, min_face: int) -> Decoded:
+    """The row of a decoded photo in which no face passed the detector's settings."""
+    return Decoded(NO_FACE, f"no face found (face_threshold {threshold}, min_face "
+                   f"{min_face} px)", width=photo.width, height=photo.height)
 
 
 def crops(detector: Detector, photos: list[torch.Tensor], template_name: str,

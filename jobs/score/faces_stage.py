@@ -18,7 +18,6 @@ from .pipeline import DECODED_SCHEMA, FACT_COLUMNS, READ_OK, _with_columns
 from .schema import FACE_COLUMNS, OUTPUT_SCHEMA
 
 FACES_SCHEMA = pa.schema([*DECODED_SCHEMA, *(f for f in OUTPUT_SCHEMA if f.name in FACE_COLUMNS)])
-FACE_FIELDS = FACE_COLUMNS  # face, face_count, then what _face_fields gives
 CHUNK = 4  # photos detected together, at most
 CHUNK_PIXELS = 16_000_000  # ... and at most this many pixels held decoded (one photo if larger)
 
@@ -28,11 +27,11 @@ def faces_batch(batch: pa.Table, size: int, max_pixels: int, template: str,
     """Per read photo: its largest face (``mode`` ``largest``) or each of its faces, largest
     first (``all``: a row each), aligned and prepared (``size`` x ``size``); or one row with
     its status (the read's, the decode's, or ``no_face``)."""
-    from fiqa_core.faces import NO_FACE, align_faces, as_tensor, cpu_detector
+    from fiqa_core.faces import align_faces, as_tensor, cpu_detector, no_face
 
     det = cpu_detector(threshold, min_face)
     cols: dict[str, list] = {k: [] for k in ("pixels", "status", "error", "width", "height",
-                                             *FACE_FIELDS)}
+                                             *FACE_COLUMNS)}
     source: list[int] = []  # per output row, its photo's row in ``batch``
 
     def add(i: int, d: Decoded, crop=None, count: int | None = None) -> None:
@@ -42,7 +41,7 @@ def faces_batch(batch: pa.Table, size: int, max_pixels: int, template: str,
         for k, v in (("status", d.status), ("error", d.error), ("width", d.width),
                      ("height", d.height), ("face_count", count)):
             cols[k].append(v)
-        for k, v in zip(FACE_FIELDS[2:], _face_fields(crop), strict=True):
+        for k, v in zip(FACE_COLUMNS[2:], _face_fields(crop), strict=True):
             cols[k].append(v)
         cols["face"].append(None if crop is None else crop.face)
 
@@ -58,8 +57,7 @@ def faces_batch(batch: pa.Table, size: int, max_pixels: int, template: str,
             if not d.ok:
                 add(i, d)
             elif not len(found[i]):
-                add(i, Decoded(NO_FACE, f"no face found (face_threshold {threshold}, "
-                               f"min_face {min_face} px)", width=d.width, height=d.height))
+                add(i, no_face(d, threshold, min_face))
             else:
                 count = len(found[i]) if mode == "all" else None
                 for crop in align_faces(photos[i], found[i], template, size, mode):

@@ -7,6 +7,7 @@ between two writes leaves some of them, and the photo is scored again."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,16 +21,19 @@ def key_of(rows: pd.DataFrame) -> list[str]:
     return [c for c in KEY if c in rows.columns]
 
 
+def _numbers(rows: pd.DataFrame, name: str) -> pd.Series:
+    """A face column as numbers (all null where a night written before faces lacks it)."""
+    return pd.to_numeric(rows[name]) if name in rows.columns else pd.Series(
+        np.nan, index=rows.index)
+
+
 def _attempts(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (path, scored_at), one attempt's rows of an image: ``whole`` when they are one
     row for the image itself (no ``face_count``: faces none or largest, no face, a bad
     file), or exactly faces 0..k-1, each saying ``face_count`` k. Attempts of one photo
     may disagree (detection differs with a batch's padding), so they are never mixed."""
-    k = rows["face_count"] if "face_count" in rows.columns else pd.Series(pd.NA,
-                                                                          index=rows.index)
-    face = rows["face"] if "face" in rows.columns else pd.Series(pd.NA, index=rows.index)
     frame = pd.DataFrame({"path": rows["path"], "scored_at": rows["scored_at"],
-                          "face": pd.to_numeric(face), "k": pd.to_numeric(k)})
+                          "face": _numbers(rows, "face"), "k": _numbers(rows, "face_count")})
     g = frame.groupby(["path", "scored_at"], dropna=False, sort=False).agg(
         rows=("path", "size"), with_k=("k", "count"), k_min=("k", "min"), k_max=("k", "max"),
         faces=("face", "nunique"), f_min=("face", "min"), f_max=("face", "max"))
@@ -52,10 +56,7 @@ def kept(rows: pd.DataFrame) -> pd.DataFrame:
     keep = mine["_kept"].isna().to_numpy() | (mine["scored_at"] == mine["_kept"]).to_numpy()
     out = rows[keep]
     # one row per image, or per face of a faces=all photo
-    per_face = (out["face_count"].notna() if "face_count" in out.columns
-                else pd.Series(False, index=out.index))
-    face = out["face"] if "face" in out.columns else pd.Series(pd.NA, index=out.index)
-    key = pd.to_numeric(face).where(per_face, -1).fillna(-2)
+    key = _numbers(out, "face").where(_numbers(out, "face_count").notna(), -1).fillna(-2)
     return (out.assign(_key=key.to_numpy()).sort_values("scored_at", kind="stable")
             .drop_duplicates(["path", "_key"], keep="last").drop(columns="_key"))
 

@@ -65,20 +65,18 @@ def _aligned(photo: Decoded, landmarks, size: int, max_aspect: float, max_pixels
     """A decoded photo's face, aligned to the template and resized as any image: by the
     row's landmarks (a pseudo-label row written with ``faces=``), or else by its largest
     face found (none: status ``no_face``, the row left out like any bad image)."""
-    from fiqa_core.faces import NO_FACE, align_to, as_tensor, cpu_detector
+    from fiqa_core.faces import align_to, as_tensor, cpu_detector, no_face
 
     if not photo.ok:
         return photo
+    image = as_tensor(photo.image)
     known = np.size(landmarks) == 10 and np.isfinite(np.asarray(landmarks, float)).all()
     if not known:  # none (a labeled photo, a row of a faces=none shard): its largest face
-        found = cpu_detector(faces["threshold"], faces["min_face"]).detect(
-            [as_tensor(photo.image)])[0]
+        found = cpu_detector(faces["threshold"], faces["min_face"]).detect([image])[0]
         if not len(found):
-            return Decoded(NO_FACE, f"no face found (face_threshold {faces['threshold']}, "
-                           f"min_face {faces['min_face']} px)", width=photo.width,
-                           height=photo.height)
+            return no_face(photo, faces["threshold"], faces["min_face"])
         landmarks = found.landmarks[0]
-    crop = align_to(photo.image, landmarks, faces["template"], size)
+    crop = align_to(image, landmarks, faces["template"], size)
     return decode_resized(crop, size, max_aspect=max_aspect, max_pixels=max_pixels)
 
 
@@ -88,8 +86,8 @@ def _pseudo_rows(folder: str, source_id: int, faces: bool = False) -> ray.data.D
     ``faces=``), which align it."""
     files = list_parquet_files(folder)
     columns = ["path", "score", "status"]
-    if faces and "face_landmarks" in pq.read_schema(
-            files[0], filesystem=fsspec.core.url_to_fs(files[0])[0]).names:
+    fs, first = fsspec.core.url_to_fs(files[0])
+    if faces and "face_landmarks" in pq.read_schema(first, filesystem=fs).names:
         columns.append("face_landmarks")
     ds = read_parquet(files, columns=columns)
     ds = ds.filter(expr=col("status") == "ok").drop_columns(["status"])
