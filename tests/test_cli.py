@@ -135,6 +135,7 @@ SETTINGS_CASES = {
                  None),
     "export": ("jobs.export:ExportConfig", {"model": "m", "output": "m.onnx"}, "json", "opset"),
     "verify": ("jobs.verify:VerifyConfig", {"output": "o"}, "rows", None),
+    "faces": ("jobs.faces:FacesConfig", {"input": "i/", "output": "o"}, None, "min_face"),
     "demo": ("jobs.demo:DemoConfig", {}, None, "labeled"),
     "report": ("jobs.report:ReportConfig", {"output": "o"}, None, "gallery"),
 }

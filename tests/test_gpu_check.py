@@ -45,5 +45,12 @@ def test_the_device_check_runs_in_cpu_mode_and_writes_every_figure(tmp_path):
                    scoring["end_to_end_device_decode"]["images_per_s"],
                    training["model_only_fwd_bwd"], training["job"]):
         assert figure > 0, figure
+    faces = result["faces"]  # detection + alignment beside the scorer, on 3 photos
+    assert set(faces) == {"photos", "device", "threads", "batch", "detect_torch",
+                          "detect_onnxruntime", "align", "actor_path", "score_student_fp32"}
+    assert faces["detect_torch"]["faces"] == faces["detect_onnxruntime"]["faces"] == 6
+    for figure in (faces["align"]["faces_per_s"], faces["actor_path"]["faces_per_s"],
+                   faces["score_student_fp32"]["faces_per_s"]):
+        assert figure > 0, figure
     parity = scoring["parity_with_pil"]
     assert parity["max_pixel_diff"] <= 1 and parity["score_srcc"] >= 0.99

@@ -11,8 +11,8 @@ import importlib
 
 _WHERE = {"TEMPLATE_NAMES": "templates", "template": "templates", "similarity": "align",
           "warp": "align", "MODES": "extract", "NO_FACE": "extract", "Crop": "extract",
-          "align_faces": "extract", "align_to": "extract", "crops": "extract",
-          "no_face": "extract",
+          "align_faces": "extract", "align_to": "extract", "aligned_face": "extract",
+          "crops": "extract", "no_face": "extract",
           "DetectSettings": "detect", "Detector": "detect", "Faces": "detect",
           "as_tensor": "detect", "cpu_detector": "detect"}
 __all__ = sorted(_WHERE)

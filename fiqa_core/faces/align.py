@@ -75,6 +75,11 @@ def reduce(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
                          align_corners=False)[0]
 
 
+def rounded(x: torch.Tensor) -> torch.Tensor:
+    """Float (0..255) -> uint8, rounded, on its device."""
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """3 x S x S float (0..255) -> S x S x 3 uint8 (rounded) on the host."""
-    return x.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return rounded(x).permute(1, 2, 0).cpu().numpy()

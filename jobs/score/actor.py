@@ -40,11 +40,13 @@ def default_scorers(use_gpu: bool) -> int:
 
 class ScoreActor:
     """Loads the model once (on the run's engine, with the driver's decisions) and scores
-    prepared rows; JPEGs deferred to it are decoded in one batch on its device."""
+    prepared rows; JPEGs deferred to it are decoded in one batch on its device, and with
+    ``faces`` (photos deferred by the face stage) its faces are detected and aligned there
+    too, a row per face (:func:`jobs.score.faces_stage.device_faces`)."""
 
     def __init__(self, load: str, model, options: dict, model_id: str,
                  pipeline: str, scored_at: str, die_after: int | None = None,
-                 fault_marker: str | None = None, counter=None):
+                 fault_marker: str | None = None, counter=None, faces: dict | None = None):
         from fiqa_core.extras import named
 
         from .progress import Tally
@@ -74,6 +76,13 @@ class ScoreActor:
         self.compile_logged = False
         self.die_after, self.fault_marker, self.batches = die_after, fault_marker, 0
         self.tally = Tally(counter)
+        self.faces, self.detector = faces, None
+        if faces is not None:  # photos deferred by the face stage: detected on the device
+            from fiqa_core.faces import Detector, DetectSettings
+
+            self.detector = Detector(DetectSettings(threshold=faces["threshold"],
+                                                    min_face=faces["min_face"]),
+                                     device=str(self.scorer.device), backend="torch")
 
     def _pixels(self, batch: dict, status: np.ndarray):
         """The batch's prepared pixels (N x S x S x 3): decode-stage rows from their bytes,
@@ -113,7 +122,14 @@ class ScoreActor:
         self._maybe_die()
         batch = {k: np.array(v, dtype=object) if k in ("status", "error", "width", "height")
                  else v for k, v in batch.items()}  # Ray's arrays may be read-only
-        pixels = self._pixels(batch, batch["status"])
+        if self.faces is not None:  # a row per face (or per photo without one)
+            from .faces_stage import device_faces
+
+            batch, pixels = device_faces(batch, self.detector, self.faces,
+                                         self.scorer.preprocessing.size,
+                                         self.scorer.max_pixels)
+        else:
+            pixels = self._pixels(batch, batch["status"])
         scores = self.scorer.score_prepared(pixels, batch["status"])
         if self.scorer.compiled and not self.compile_logged and self.scorer.compile_seconds:
             self.compile_logged = True

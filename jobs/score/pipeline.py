@@ -95,8 +95,15 @@ def _with_columns(batch: pa.Table, schema: pa.Schema, new: dict[str, list]) -> p
     """``schema``'s table: the listed facts from ``batch`` (cast where a block inferred
     another type), the other columns from ``new``."""
     columns = [batch.column(f.name).cast(f.type) if f.name in FACT_COLUMNS
-               else pa.array(new[f.name], type=f.type) for f in schema]
+               else _array(new[f.name], f.type) for f in schema]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _array(values, type_: pa.DataType):
+    """A column from a list, or from an Arrow column as it is (cast where needed)."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values.cast(type_)
+    return pa.array(values, type=type_)
 
 
 def stack_pixels(rows, size: int) -> np.ndarray:

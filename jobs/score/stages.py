@@ -87,7 +87,14 @@ FACE_TASK_MEMORY = 400 * 2**20
 
 def _face_task_resources(ctx: Context) -> dict:
     resources = _task_resources(ctx)
+    if ctx.decisions.defer_decode:  # the scoring actors detect: the task only reads
+        return resources
     return {**resources, "memory": resources["memory"] + FACE_TASK_MEMORY}
+
+
+def _face_settings(cfg: ScoreConfig) -> dict:
+    return {"template": cfg.face_template, "threshold": cfg.face_threshold,
+            "min_face": cfg.min_face, "mode": cfg.faces}
 
 
 def _detector_identity(cfg: ScoreConfig) -> dict:
@@ -114,6 +121,8 @@ def _actor_kwargs(ctx: Context) -> dict:
         "die_after": ctx.die_after,
         "fault_marker": storage.join(cfg.output, FAULT_MARKER),
         "counter": ctx.counter,
+        # photos deferred to the actors by the face stage: detected and aligned there
+        "faces": _face_settings(cfg) if cfg.faces != "none" and d.defer_decode else None,
     }
 
 
@@ -144,13 +153,12 @@ SCORE_STAGES: tuple[ScoreStage, ...] = (
     ),
     ScoreStage(
         "faces", "decode each photo, detect its faces (RetinaFace), align the largest (or "
-        "each, faces=all) to face_template, resize and centre-crop",
+        "each, faces=all) to face_template, resize and centre-crop (or pass the photo on "
+        "to the scoring actor's device)",
         fn="jobs.score.faces_stage:faces_batch",
         kwargs=lambda ctx: {"size": ctx.decisions.config.preprocessing.size,
-                            "max_pixels": ctx.cfg.max_pixels,
-                            "template": ctx.cfg.face_template,
-                            "threshold": ctx.cfg.face_threshold, "min_face": ctx.cfg.min_face,
-                            "mode": ctx.cfg.faces},
+                            "max_pixels": ctx.cfg.max_pixels, **_face_settings(ctx.cfg),
+                            "defer": ctx.decisions.defer_decode},
         resources=_face_task_resources,
         batch_format="pyarrow",
         identity=lambda cfg, model: {"size": model.preprocessing.size, "resize": RESIZE,

@@ -48,6 +48,11 @@ class Planned:
                 # (the report compares such a night by it)
                 "default_pipeline": legacy_pipeline_id(cfg, model, model.id),
                 "engine": self.ctx.decisions.engine.name,
+                # where faces were detected: in CPU tasks, or by the scoring actors on
+                # their device (device_decode)
+                "face_detection": None if cfg.faces == "none" else (
+                    f"scoring actors ({self.ctx.decisions.device}, torch)"
+                    if self.ctx.decisions.defer_decode else "cpu tasks (onnxruntime)"),
                 "files_listed": self.files_listed, "images": self.images,
                 "skipped_non_image": self.files_listed - self.images,
                 "seconds": round(time.time() - t0, 1), "buckets": cfg.buckets,

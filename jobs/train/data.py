@@ -65,18 +65,11 @@ def _aligned(photo: Decoded, landmarks, size: int, max_aspect: float, max_pixels
     """A decoded photo's face, aligned to the template and resized as any image: by the
     row's landmarks (a pseudo-label row written with ``faces=``), or else by its largest
     face found (none: status ``no_face``, the row left out like any bad image)."""
-    from fiqa_core.faces import align_to, as_tensor, cpu_detector, no_face
+    from fiqa_core.faces import aligned_face
 
-    if not photo.ok:
-        return photo
-    image = as_tensor(photo.image)
-    known = np.size(landmarks) == 10 and np.isfinite(np.asarray(landmarks, float)).all()
-    if not known:  # none (a labeled photo, a row of a faces=none shard): its largest face
-        found = cpu_detector(faces["threshold"], faces["min_face"]).detect([image])[0]
-        if not len(found):
-            return no_face(photo, faces["threshold"], faces["min_face"])
-        landmarks = found.landmarks[0]
-    crop = align_to(image, landmarks, faces["template"], size)
+    crop, row = aligned_face(photo, faces, size, landmarks)
+    if crop is None:
+        return row
     return decode_resized(crop, size, max_aspect=max_aspect, max_pixels=max_pixels)
 
 
