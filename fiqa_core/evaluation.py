@@ -69,7 +69,11 @@ def face_settings(lineage: dict, faces: str = "auto") -> dict | None:
         return None
     if trained:
         return {k: trained[k] for k in ("template", "threshold", "min_face")}
-    return {"template": "model", "threshold": 0.9, "min_face": 16}
+    from .faces.detect import DetectSettings
+    from .faces.templates import MODEL
+
+    defaults = DetectSettings()
+    return {"template": MODEL, "threshold": defaults.threshold, "min_face": defaults.min_face}
 
 
 def evaluate_checkpoint(

@@ -25,8 +25,6 @@ import argparse
 import hashlib
 import io
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -122,7 +120,7 @@ def crops_batch(batch: pa.Table, output: str, base: str, face: dict, max_pixels:
     from PIL import Image
 
     from jobs.score.faces_stage import cpu_rows
-    from jobs.score.pipeline import FACT_COLUMNS
+    from jobs.score.pipeline import FACT_COLUMNS, _with_columns
 
     out = cpu_rows(batch, face, 0, max_pixels)  # a named template has its own size
     paths = batch.column("path").to_pylist()
@@ -141,14 +139,7 @@ def crops_batch(batch: pa.Table, output: str, base: str, face: dict, max_pixels:
     with ThreadPoolExecutor(1 if local else 8) as pool:  # object stores: writes overlap
         list(pool.map(lambda w: storage.write_bytes(*w), writes))
     facts = batch.select(list(FACT_COLUMNS)).take(out.source)
-    cols = {**out.cols, "crop": names, **{k: facts.column(k) for k in FACT_COLUMNS}}
-    return pa.table({f.name: _column(cols[f.name], f.type) for f in ROW_SCHEMA},
-                    schema=ROW_SCHEMA)
-
-
-def _column(values, type_):
-    return values.cast(type_) if isinstance(values, pa.ChunkedArray) else pa.array(
-        values, type=type_)
+    return _with_columns(facts, ROW_SCHEMA, {**out.cols, "crop": names})
 
 
 def _complete(cfg: FacesConfig) -> dict | None:
@@ -189,7 +180,7 @@ def _run(cfg: FacesConfig, lease) -> dict:
     from jobs.ray_env import init_ray, ray_data_progress
     from jobs.score.listing import list_lake, listing_budget
     from jobs.score.pipeline import read_batch
-    from jobs.score.stages import FACE_TASK_MEMORY
+    from jobs.score.stages import FACE_TASK_MEMORY, face_stage_settings
 
     t0 = time.time()
     init_ray(cfg.address)
@@ -199,8 +190,7 @@ def _run(cfg: FacesConfig, lease) -> dict:
     if images == 0:
         raise NotFoundError(f"{cfg.input}: no image files among its {listing.files} files")
     print(f"fiqa faces: {images} photos listed ({time.time() - t0:.0f} s)", flush=True)
-    face = {"template": cfg.face_template, "threshold": cfg.face_threshold,
-            "min_face": cfg.min_face, "mode": cfg.faces}
+    face = face_stage_settings(cfg)
     resources = {"batch_size": cfg.batch_size, "num_cpus": 1, "batch_format": "pyarrow",
                  "memory": 500 * 2**20 + FACE_TASK_MEMORY}
     ds = listing.images.map_batches(read_batch, fn_kwargs={"threads": cfg.read_threads},
@@ -244,11 +234,9 @@ def _write_rows(ds, uri: str, images: int, t0: float) -> pa.Table:
                   flush=True)
     rows = pa.concat_tables(tables) if tables else ROW_SCHEMA.empty_table()
     rows = rows.sort_by([("path", "ascending"), ("face", "ascending")])
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, ROWS)
-        pq.write_table(rows, local)
-        with open(local, "rb") as f:
-            storage.write_bytes(uri, f.read())
+    buf = io.BytesIO()
+    pq.write_table(rows, buf)
+    storage.write_bytes(uri, buf.getvalue())
     return rows
 
 

@@ -38,8 +38,7 @@ def test_the_device_path_gives_the_cpu_paths_rows_and_crops(lake, monkeypatch):
     from fiqa_core.faces import Detector, DetectSettings
 
     root, placed, broken, read = lake
-    settings = dict(size=SIZE, max_pixels=10**8, template="model", threshold=0.9,
-                    min_face=16, mode="all")
+    settings = dict(size=SIZE, max_pixels=10**8, face=FACE)
     cpu = faces_batch(read, **settings).to_pandas()
     passed = faces_batch(read, **settings, defer=True)
     assert passed.num_rows == read.num_rows  # the task passes photos on, one row each

@@ -69,12 +69,12 @@ class _Rows:
                     self.add(i, d, crop, count)
 
 
-def faces_batch(batch: pa.Table, size: int, max_pixels: int, template: str,
-                threshold: float, min_face: int, mode: str = "largest",
+def faces_batch(batch: pa.Table, size: int, max_pixels: int, face: dict,
                 defer: bool = False) -> pa.Table:
-    """Per read photo: its largest face (``mode`` ``largest``) or each of its faces, largest
-    first (``all``: a row each), aligned and prepared (``size`` x ``size``); or one row with
-    its status (the read's, the decode's, or ``no_face``).
+    """Per read photo: its largest face (``face["mode"]`` ``largest``) or each of its
+    faces, largest first (``all``: a row each), aligned to ``face["template"]`` and prepared
+    (``size`` x ``size``); or one row with its status (the read's, the decode's, or
+    ``no_face``). ``face``: :func:`~jobs.score.stages.face_stage_settings`.
 
     With ``defer``, every read photo passes on as its encoded bytes (status ``deferred``):
     the scoring actor decodes, detects and aligns it on its device (:func:`device_faces`).
@@ -86,7 +86,6 @@ def faces_batch(batch: pa.Table, size: int, max_pixels: int, template: str,
             "status": pc.if_else(read, DEFERRED, batch.column("status")),
             "error": batch.column("error"), "width": [None] * len(batch),
             "height": [None] * len(batch), **{k: [None] * len(batch) for k in FACE_COLUMNS}})
-    face = {"template": template, "threshold": threshold, "min_face": min_face, "mode": mode}
     out = cpu_rows(batch, face, size, max_pixels)
     cols = {**out.cols, "encoded": [b""] * len(out.source), "pixels": [
         b"" if c is None else prepare_image(c, size, max_pixels=max_pixels).image.tobytes()

@@ -92,7 +92,8 @@ def _face_task_resources(ctx: Context) -> dict:
     return {**resources, "memory": resources["memory"] + FACE_TASK_MEMORY}
 
 
-def _face_settings(cfg: ScoreConfig) -> dict:
+def face_stage_settings(cfg) -> dict:
+    """The face stage's settings (a ScoreConfig's, or fiqa faces' FacesConfig's)."""
     return {"template": cfg.face_template, "threshold": cfg.face_threshold,
             "min_face": cfg.min_face, "mode": cfg.faces}
 
@@ -122,7 +123,7 @@ def _actor_kwargs(ctx: Context) -> dict:
         "fault_marker": storage.join(cfg.output, FAULT_MARKER),
         "counter": ctx.counter,
         # photos deferred to the actors by the face stage: detected and aligned there
-        "faces": _face_settings(cfg) if cfg.faces != "none" and d.defer_decode else None,
+        "faces": face_stage_settings(cfg) if cfg.faces != "none" and d.defer_decode else None,
     }
 
 
@@ -157,7 +158,8 @@ SCORE_STAGES: tuple[ScoreStage, ...] = (
         "to the scoring actor's device)",
         fn="jobs.score.faces_stage:faces_batch",
         kwargs=lambda ctx: {"size": ctx.decisions.config.preprocessing.size,
-                            "max_pixels": ctx.cfg.max_pixels, **_face_settings(ctx.cfg),
+                            "max_pixels": ctx.cfg.max_pixels,
+                            "face": face_stage_settings(ctx.cfg),
                             "defer": ctx.decisions.defer_decode},
         resources=_face_task_resources,
         batch_format="pyarrow",
