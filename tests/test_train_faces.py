@@ -4,6 +4,7 @@ faces= by their own landmarks (two faces of one photo: two training rows); a fac
 is refused when training on face crops."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -12,9 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from fiqa_core import read_checkpoint_config
+from fiqa_core.config import resolve_config
+from fiqa_core.engines.torch_engine import Scorer
+from fiqa_core.errors import ConfigError
+from fiqa_core.evaluation import evaluate_checkpoint, face_settings
 from fiqa_core.faces import Detector, align_to, as_tensor
 from fiqa_core.images import decode_image, decode_resized
 from fiqa_core.tables import TableError, check_shard_schema
+from jobs import evaluate as evaluate_job
 from jobs import train as train_job
 from tests import imagegen
 from tests.test_train import config
@@ -97,6 +103,45 @@ def test_training_on_faces_in_photos(tmp_path, ray_local):
     for k in range(2):
         assert np.array_equal(cached(str(images / "two.jpg"), k), decode_resized(
             align_to(as_tensor(two), landmarks[k], "model", 64), 64).image)
+    _evaluated_as_trained(tmp_path, cfg.output, expected)
+
+
+def _evaluated_as_trained(tmp_path, model, face3):
+    """fiqa evaluate on the labeled photos: by default (auto) each is aligned by its largest
+    face as in training, the face-free ones unscorable; faces=none scores the whole photos."""
+    out = tmp_path / "preds.parquet"
+    assert evaluate_job.main(evaluate_job.get_args_parser().parse_args(
+        [f"model={model}", f"labels={tmp_path / 'labels.csv'}", f"output={out}"])) == 0
+    pred = pd.read_parquet(out).set_index("path")
+    assert len(pred) == len(PLACES) + len(imagegen.FACE_FREE)
+    free = pred.index.str.rsplit("/", n=1).str[-1].str[:-4].isin(imagegen.FACE_FREE)
+    assert set(pred[free]["status"]) == {"no_face"} and pred[free]["score"].isna().all()
+    assert set(pred[~free]["status"]) == {"ok"}
+    scorer = Scorer.from_checkpoint(model)
+    alone = scorer.score_decoded([scorer.prepare(face3)])["raw_score"][0]
+    path = str(tmp_path / "images" / "face3.jpg")
+    assert pred.loc[path, "raw_score"] == pytest.approx(alone, abs=1e-5)
+
+    result, whole = evaluate_checkpoint(model, str(tmp_path / "labels.csv"), faces="none")
+    assert result["faces"] is None and set(whole["status"]) == {"ok"}
+    assert result["metrics"]["unscorable"] == 0
+    whole = whole.set_index("path")
+    assert whole.loc[path, "raw_score"] != pytest.approx(alone, abs=1e-5)
+    largest, _ = evaluate_checkpoint(model, str(tmp_path / "labels.csv"), faces="largest")
+    assert largest["faces"] == {"template": "model", "threshold": 0.9, "min_face": 16}
+    assert largest["metrics"]["unscorable"] == len(imagegen.FACE_FREE)
+
+
+def test_evaluate_face_settings_follow_the_lineage_or_the_detector_defaults():
+    trained = {"faces": {"faces": "largest", "template": "ofiq616", "threshold": 0.7,
+                         "min_face": 30}}
+    assert face_settings(trained) == {"template": "ofiq616", "threshold": 0.7, "min_face": 30}
+    assert face_settings(trained, "none") is None
+    assert face_settings({}) is None  # trained on face crops
+    assert face_settings({}, "largest") == {"template": "model", "threshold": 0.9,
+                                            "min_face": 16}
+    with pytest.raises(ConfigError, match="faces='all': one of auto, none, largest"):
+        face_settings({}, "all")
 
 
 def test_a_faces_shard_from_before_success_said_so_is_known_by_its_rows(tmp_path):
@@ -106,3 +151,35 @@ def test_a_faces_shard_from_before_success_said_so_is_known_by_its_rows(tmp_path
     with pytest.raises(TableError, match="pseudo-labeled with faces=largest or all"):
         check_shard_schema(str(shard))
     check_shard_schema(str(shard), faces="largest")  # accepted when training on faces
+
+
+def test_a_round_on_photos_gives_every_role_its_face_settings(monkeypatch):
+    from jobs import self_train
+    from jobs.self_train import stages
+
+    monkeypatch.setattr(stages, "_file_facts",
+                        lambda uri: {"size": 1234, "mtime": 1700000000.0, "etag": None})
+    base = ["labels=s3://b/labels.csv", "unlabeled_a=s3://b/a/", "unlabeled_b=s3://b/b/",
+            "output=s3://b/round"]
+    plain = self_train.stage_keys(resolve_config(self_train.RoundConfig, None, base))
+    cfg = resolve_config(self_train.RoundConfig, None, [
+        *base, "faces=all", "face_template=ofiq616", "min_face=24",
+        "student.face_threshold=0.8", "pseudo_label.faces=largest"])
+    jobs = self_train.stage_jobs(cfg)
+    faces = {name: (job.faces, job.face_template, job.min_face, job.face_threshold)
+             for name, job in jobs.items()}
+    assert faces == {"teacher0": ("largest", "ofiq616", 24, 0.9),
+                     "pseudo_a": ("largest", "ofiq616", 24, 0.9),  # the role's own wins
+                     "teacher1": ("largest", "ofiq616", 24, 0.9),
+                     "pseudo_b": ("largest", "ofiq616", 24, 0.9),
+                     "student": ("largest", "ofiq616", 24, 0.8)}
+    keys = self_train.stage_keys(cfg)
+    assert keys["holdout"] == plain["holdout"]
+    assert all(keys[s] != plain[s] for s in self_train.STAGES if s != "holdout")
+    every = self_train.stage_jobs(replace(cfg, pseudo_label={}))
+    assert every["pseudo_a"].faces == every["pseudo_b"].faces == "all"
+
+    stray = resolve_config(self_train.RoundConfig, None, [*base, "face_template=ofiq616"])
+    with pytest.raises(ConfigError, match="face_template set but faces=none: set the round's "
+                                          "faces=largest or faces=all"):
+        self_train.stage_keys(stray)

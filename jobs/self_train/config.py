@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 from fiqa_core import storage
 from fiqa_core.config import build_config, setting
 from fiqa_core.errors import ConfigError
+from fiqa_core.faces.templates import NAMES as FACE_TEMPLATES
 from jobs.score import ScoreConfig
 from jobs.train import TrainConfig, validate
 
@@ -34,6 +35,17 @@ class RoundConfig:
     student: dict = setting(factory=dict, help="fiqa train settings of the student; preset "
                             "default student-edgenext-xxs")
     pseudo_label: dict = setting(factory=dict, help="fiqa pseudo-label settings (sets A and B)")
+    faces: str = setting("none", "none: every image is a face crop; largest or all: the "
+                         "labeled and unlabeled images are photos: the train roles default to "
+                         "faces=largest, pseudo_label to this value, and every role takes "
+                         "the face settings below (a role's own setting wins)",
+                         choices=("none", "largest", "all"), omit_default=True)
+    face_template: str = setting("model", "with faces: every role's alignment template",
+                                 choices=FACE_TEMPLATES, omit_default=True)
+    min_face: int = setting(16, "with faces: every role's smallest face (box short side, px)",
+                            omit_default=True)
+    face_threshold: float = setting(0.9, "with faces: every role's detector probability a "
+                                    "face needs", omit_default=True)
     address: str | None = setting(None, "Ray cluster address; unset: RAY_ADDRESS, else a local "
                                   "Ray", operational=True)
 
@@ -68,14 +80,33 @@ def layout(cfg: RoundConfig) -> dict[str, str]:
 
 
 def role_settings(cfg: RoundConfig, role: str) -> dict:
-    """A role's job settings as the round applies them (preset defaults, T1 on top of T0)."""
+    """A role's job settings as the round applies them (preset and face defaults, T1 on top
+    of T0)."""
+    faces = _face_defaults(cfg, role)
     if role == "teacher":
-        return {"preset": "teacher-swin-b", **cfg.teacher}
+        return {"preset": "teacher-swin-b", **faces, **cfg.teacher}
     if role == "enhanced_teacher":
         return {**role_settings(cfg, "teacher"), **cfg.enhanced_teacher}
     if role == "student":
-        return {"preset": "student-edgenext-xxs", **cfg.student}
-    return dict(cfg.pseudo_label)
+        return {"preset": "student-edgenext-xxs", **faces, **cfg.student}
+    return {**faces, **cfg.pseudo_label}
+
+
+def _face_defaults(cfg: RoundConfig, role: str) -> dict:
+    """The round's ``faces`` as a role's defaults: a photo's largest face for training (a
+    pseudo-label row written with faces=all is aligned by its own landmarks)."""
+    face = {"face_template": cfg.face_template, "min_face": cfg.min_face,
+            "face_threshold": cfg.face_threshold}
+    if cfg.faces == "none":
+        changed = [k for k, v in face.items() if v != _DEFAULTS[k]]
+        if changed:
+            raise ConfigError(f"{', '.join(changed)} set but faces=none: set the round's "
+                              f"faces=largest or faces=all (the images are photos)")
+        return {}
+    return {"faces": cfg.faces if role == "pseudo_label" else "largest", **face}
+
+
+_DEFAULTS = {f.name: f.default for f in fields(RoundConfig)}
 
 
 def _refuse_wired(role: str, values: dict, wired: dict) -> None:
@@ -105,5 +136,6 @@ def pseudo_label_job(cfg: RoundConfig, images: str, model: str, output: str) -> 
     p = layout(cfg)
     wired = {"input": getattr(cfg, images), "model": p[model], "output": p[output],
              "run_date": None, "address": cfg.address}
-    _refuse_wired("pseudo_label", cfg.pseudo_label, wired)
-    return build_config(ScoreConfig, {**cfg.pseudo_label, **wired}, "round pseudo_label")
+    values = role_settings(cfg, "pseudo_label")
+    _refuse_wired("pseudo_label", values, wired)
+    return build_config(ScoreConfig, {**values, **wired}, "round pseudo_label")
