@@ -3,16 +3,23 @@ scenes at known places, face-free photographs, broken files): one row per photo 
 with its face's box, landmarks and confidence, no_face rows, the bad files' statuses, reuse
 keyed on the face settings, and a photo whose face rows were cut short scored again."""
 
+import base64
+import html
+import io
 import json
+import re
 import shutil
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from fiqa_core.tables import TableError, check_shard_schema
+from jobs import report
 from jobs import score as score_job
+from jobs.report import page as page_module
 from tests import imagegen
 from tests.test_faces import iou
 from tests.test_score import cfg, checkpoint, read_partition  # noqa: F401  (fixture)
@@ -82,6 +89,28 @@ def test_a_night_scores_the_largest_face_of_each_photo(tmp_path, checkpoint, ray
     assert other["reused"] == 0 and other["pipeline"] != first["pipeline"]
 
 
+def _report_names_faces(night, rows):
+    """The night's report: its gallery rows are faces, by path, index and box, each
+    thumbnail the face's own region of the photo."""
+    data = json.loads((night / report.JSON).read_text())
+    ok = rows[rows["status"] == "ok"]
+    assert [f["score"] for f in data["worst"]] == pytest.approx(sorted(ok["score"])[:12])
+    for f in data["worst"] + data["best"]:
+        (r,) = ok[(ok["path"] == f["path"]) & (ok["face"] == f["face"])].itertuples()
+        assert f["face_box"] == list(r.face_box) and f["score"] == pytest.approx(r.score)
+    page = (night / report.HTML).read_text()
+    assert html.escape(f"{data['worst'][0]['path']} (face "
+                       f"{data['worst'][0]['face']})") in page
+    thumbs = [base64.b64decode(t) for t in re.findall(r'src="data:image/jpeg;base64,([^"]*)"',
+                                                       page)]
+    assert len(thumbs) == 2 * len(ok)
+    for f, thumb in zip(data["worst"], thumbs, strict=False):
+        with Image.open(f["path"]) as photo:
+            expected = photo.crop(page_module._around(f["face_box"], photo.size))
+        expected.thumbnail((page_module.THUMB, page_module.THUMB))
+        assert Image.open(io.BytesIO(thumb)).size == expected.size
+
+
 def _faces_of(rows, path):
     return rows[rows["path"] == path].sort_values("face")
 
@@ -92,7 +121,7 @@ def test_faces_all_writes_a_row_per_face_and_resumes_a_photo_cut_short(
     lake.mkdir()
     placed, broken = make_photo_lake(lake)
     first = score_job.run(cfg(input=lake, model=checkpoint, output=out,
-                              run_date="2026-12-01", faces="all"))
+                              run_date="2026-12-01", faces="all", report="true"))
     night = out / "date=2026-12-01"
     rows = read_partition(str(night))
     faces = sum(len(b) for b in placed.values())
@@ -113,6 +142,7 @@ def test_faces_all_writes_a_row_per_face_and_resumes_a_photo_cut_short(
         r = rows[rows["path"] == str(lake / f"{name}.jpg")]
         assert list(r["status"]) == ["no_face"] and r["face"].isna().all()
     assert dict(zip(rows["path"], rows["status"], strict=True)).items() >= broken.items()
+    _report_names_faces(night, rows)
 
     # a run cut short between two writes: the three-face photo has only its face 0 row
     # (the scorer batches rows, not photos); the rerun scores it again and keeps one row

@@ -22,7 +22,8 @@ from jobs.score.commit import MARKER, parquet_files
 from jobs.score.reading import manifest_by_bucket, read_file
 from jobs.score.schema import FACTS
 
-COLUMNS = ["path", "face", "score", "status", "error", "reused", "model", "pipeline", *FACTS]
+COLUMNS = ["path", "face", "face_box", "score", "status", "error", "reused", "model",
+           "pipeline", *FACTS]
 EXAMPLES = 3  # paths shown per failure status
 VERSION = 1
 
@@ -148,18 +149,19 @@ class _Comparison:
         same = _same_means(both, self.default)
         moved = same & _same_facts(both) & (np.abs(change) > self.s.tolerance)
         self.unexpected += int(moved.sum())
-        for p, b, c in zip(both.loc[moved, "path"], both.loc[moved, "score_before"],
-                           both.loc[moved, "score_now"], strict=True):
+        for p, f, b, c in zip(both.loc[moved, "path"], both.loc[moved, "face"],
+                              both.loc[moved, "score_before"], both.loc[moved, "score_now"],
+                              strict=True):
             if len(self.examples) < EXAMPLES:
-                self.examples.append({"path": p, "previous": b, "current": c})
+                self.examples.append({**_named(p, f), "previous": b, "current": c})
         other = both[~same]
         self.pairs.add(other[["score_before", "score_now"]].to_numpy(dtype=float))
         if len(other) > self.s.movers:  # only rows that can enter the largest movers
             top = np.argsort(np.abs(change[~same]), kind="stable")[::-1][:self.s.movers]
             other = other.iloc[top]
-        for p, b, c in zip(other["path"], other["score_before"], other["score_now"],
-                           strict=True):
-            item = (abs(c - b), p, b, c)
+        for p, f, b, c in zip(other["path"], other["face"], other["score_before"],
+                              other["score_now"], strict=True):
+            item = (abs(c - b), p, int(f), b, c)
             if len(self.movers) < self.s.movers:
                 heapq.heappush(self.movers, item)
             elif item > self.movers[0]:
@@ -174,12 +176,29 @@ class _Comparison:
             return None
         return {"previous_models": sorted(before.models), "models": sorted(now.models),
                 "pairs": self.pairs.count, "srcc": _srcc(self.pairs.rows),
-                "largest_movers": [{"path": p, "previous": b, "current": c, "change": c - b}
-                                   for _, p, b, c in sorted(self.movers, reverse=True)]}
+                "largest_movers": [{**_named(p, f), "previous": b, "current": c,
+                                    "change": c - b}
+                                   for _, p, f, b, c in sorted(self.movers, reverse=True)]}
 
 
 def _by_face(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.assign(face=pd.to_numeric(rows["face"]).fillna(-1).astype("int64"))
+
+
+def _named(path: str, face: int, box=None) -> dict:
+    """How a row is named in the report: its path, and (a row of a photo's face, with
+    faces=) the face's index and box in the photo's pixels."""
+    if face < 0:
+        return {"path": path}
+    return {"path": path, "face": int(face),
+            **({"face_box": [float(v) for v in box]} if box is not None else {})}
+
+
+def _gallery_keys(ok: pd.DataFrame) -> list[tuple]:
+    """(path, face, box) per scored row: unique, so ties never compare boxes."""
+    rows = _by_face(ok)
+    return [(p, int(f), None if b is None else tuple(b))
+            for p, f, b in zip(rows["path"], rows["face"], rows["face_box"], strict=True)]
 
 
 def _comparable(marker: dict, previous: str | None) -> dict[int, list[str]] | None:
@@ -208,7 +227,7 @@ def figures(partition: str, previous: str | None, s: ReportSettings | None = Non
         rows = read_bucket(partition, now_files.get(bucket, []))
         now.add(rows)
         ok = rows[rows["status"] == "ok"]
-        extremes.add(ok["score"].to_numpy(dtype=float), ok["path"].tolist())
+        extremes.add(ok["score"].to_numpy(dtype=float), _gallery_keys(ok))
         if before_files is not None:
             old = read_bucket(previous, before_files.get(bucket, []))
             before.add(old)
@@ -225,8 +244,8 @@ def figures(partition: str, previous: str | None, s: ReportSettings | None = Non
         "settings": {"threshold": s.threshold, "tolerance": s.tolerance},
         "scores": now.scores.figures(),
         "warnings": marker.get("warnings"),
-        "worst": [{"path": p, "score": v} for p, v in extremes.lowest()],
-        "best": [{"path": p, "score": v} for p, v in extremes.highest()],
+        "worst": [{**_named(*key), "score": v} for key, v in extremes.lowest()],
+        "best": [{**_named(*key), "score": v} for key, v in extremes.highest()],
         "drift": None, "unexpected_changes": None, "model_change": None,
     }
     if before_files is not None:

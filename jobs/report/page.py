@@ -63,13 +63,17 @@ def _img(data: bytes, mime: str, alt: str, cls: str = "") -> str:
             f'src="data:{mime};base64,{base64.b64encode(data).decode()}">')
 
 
-def thumbnail(path: str) -> bytes | None:
-    """A JPEG thumbnail of the image at ``path``; None when it cannot be read or decoded."""
+def thumbnail(path: str, box=None) -> bytes | None:
+    """A JPEG thumbnail of the image at ``path`` (of its face at ``box``, x1 y1 x2 y2 in the
+    upright photo's pixels, with a margin of a quarter of the box each side); None when it
+    cannot be read or decoded."""
     from PIL import Image, ImageOps
 
     try:
         with Image.open(io.BytesIO(storage.read_bytes(path))) as im:
             im = ImageOps.exif_transpose(im).convert("RGB")
+            if box is not None:
+                im = im.crop(_around(box, im.size))
             im.thumbnail((THUMB, THUMB))
             out = io.BytesIO()
             im.save(out, format="JPEG", quality=85)
@@ -78,13 +82,27 @@ def thumbnail(path: str) -> bytes | None:
         return None
 
 
+def _around(box, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    mx, my = (x2 - x1) / 4, (y2 - y1) / 4
+    w, h = size
+    left, top = min(max(0, int(x1 - mx)), w - 1), min(max(0, int(y1 - my)), h - 1)
+    return left, top, max(min(w, int(np.ceil(x2 + mx))), left + 1), max(
+        min(h, int(np.ceil(y2 + my))), top + 1)
+
+
+def _name(row: dict) -> str:
+    """A row's path, with its face's index for a row of a photo's face."""
+    return row["path"] + (f" (face {row['face']})" if "face" in row else "")
+
+
 def _gallery(faces: list[dict]) -> str:
     cells = []
     for f in faces:
-        data = thumbnail(f["path"])
-        pic = _img(data, "image/jpeg", f["path"]) if data else "<p>(cannot be read now)</p>"
+        data = thumbnail(f["path"], f.get("face_box"))
+        pic = _img(data, "image/jpeg", _name(f)) if data else "<p>(cannot be read now)</p>"
         cells.append(f'<div class="face">{pic}<b>{f["score"]:.3f}</b> '
-                     f'<span class="path">{html.escape(f["path"])}</span></div>')
+                     f'<span class="path">{html.escape(_name(f))}</span></div>')
     return f'<div class="grid">{"".join(cells)}</div>' if cells else "<p>No scored faces.</p>"
 
 
@@ -162,7 +180,7 @@ def render(fig: Figures, title: str) -> str:
                   f'SRCC between them {_fmt(m["srcc"], 4)}.</p>',
                   _scatter_plot(fig) if can_plot else "",
                   _table(["path", "previous", "current", "change"],
-                         [[r["path"], r["previous"], r["current"], r["change"]]
+                         [[_name(r), r["previous"], r["current"], r["change"]]
                           for r in m["largest_movers"]])]
     parts += [f"<h2>Worst {len(d['worst'])} faces</h2>", _gallery(d["worst"]),
               f"<h2>Best {len(d['best'])} faces</h2>", _gallery(d["best"])]
@@ -203,7 +221,7 @@ def _drift(d: dict) -> list[str]:
         out.append(f'<p class="warn">{u["count"]:,} image(s) changed score by more than '
                    f'{d["settings"]["tolerance"]:g} while their file and the pipeline stayed '
                    "the same: a bug or a changed engine. Examples: " + ", ".join(
-                       html.escape(e["path"]) for e in u["examples"]) + "</p>")
+                       html.escape(_name(e)) for e in u["examples"]) + "</p>")
     else:
         out.append('<p class="ok">No image changed score while its file and the pipeline '
                    "stayed the same.</p>")
