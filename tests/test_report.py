@@ -179,3 +179,20 @@ def test_extremes_and_samples_do_not_depend_on_order():
     pairs.add(np.arange(40.0).reshape(20, 2))
     assert pairs.count == 20 and pairs.rows.shape == (10, 2) and not pairs.exact
     assert (pairs.rows[:, 1] - pairs.rows[:, 0] == 1).all()  # rows kept whole
+
+
+def test_a_face_row_is_named_and_framed_whatever_its_box():
+    from jobs.report.figures import _gallery_keys, _named
+    from jobs.report.page import _around
+
+    old = pd.DataFrame({"path": ["a"], "score": [1.0], "status": ["ok"]})  # before faces
+    new = pd.DataFrame({"path": ["b"], "score": [2.0], "status": ["ok"], "face": [1],
+                        "face_box": [np.array([10.0, 20.0, 50.0, 60.0])]})
+    keys = _gallery_keys(pd.concat([old, new], ignore_index=True))
+    assert keys == [("a", -1, None), ("b", 1, (10.0, 20.0, 50.0, 60.0))]
+    assert [_named(*k) for k in keys] == [
+        {"path": "a"}, {"path": "b", "face": 1, "face_box": [10.0, 20.0, 50.0, 60.0]}]
+    assert _around((10, 20, 50, 60), (100, 100)) == (0, 10, 60, 70)  # a quarter each side
+    assert _around((-10, -10, 20, 20), (100, 100)) == (0, 0, 28, 28)  # inside the photo
+    for bad in (None, (np.nan,) * 4, (30, 30, 10, 10), (200, 200, 300, 300), (1, 2, 3)):
+        assert _around(bad, (100, 100)) is None  # the whole photo instead

@@ -195,9 +195,10 @@ def _named(path: str, face: int, box=None) -> dict:
 
 
 def _gallery_keys(ok: pd.DataFrame) -> list[tuple]:
-    """(path, face, box) per scored row: unique, so ties never compare boxes."""
+    """(path, face, box) per scored row: unique, so ties never compare boxes (a row of a
+    file written before rows had boxes: no box)."""
     rows = _by_face(ok)
-    return [(p, int(f), None if b is None else tuple(b))
+    return [(p, int(f), tuple(b) if isinstance(b, (list, tuple, np.ndarray)) else None)
             for p, f, b in zip(rows["path"], rows["face"], rows["face_box"], strict=True)]
 
 

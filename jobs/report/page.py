@@ -72,8 +72,9 @@ def thumbnail(path: str, box=None) -> bytes | None:
     try:
         with Image.open(io.BytesIO(storage.read_bytes(path))) as im:
             im = ImageOps.exif_transpose(im).convert("RGB")
-            if box is not None:
-                im = im.crop(_around(box, im.size))
+            region = _around(box, im.size)
+            if region is not None:  # a malformed box: the whole photo
+                im = im.crop(region)
             im.thumbnail((THUMB, THUMB))
             out = io.BytesIO()
             im.save(out, format="JPEG", quality=85)
@@ -82,10 +83,16 @@ def thumbnail(path: str, box=None) -> bytes | None:
         return None
 
 
-def _around(box, size: tuple[int, int]) -> tuple[int, int, int, int]:
+def _around(box, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """The crop of a face's box with a quarter of it each side, inside the photo; None for
+    no box or one that is not 4 finite values, x1 < x2 and y1 < y2, overlapping the photo."""
+    if box is None or np.size(box) != 4 or not np.isfinite(np.asarray(box, float)).all():
+        return None
     x1, y1, x2, y2 = (float(v) for v in box)
-    mx, my = (x2 - x1) / 4, (y2 - y1) / 4
     w, h = size
+    if not (x1 < x2 and y1 < y2 and x2 > 0 and y2 > 0 and x1 < w and y1 < h):
+        return None
+    mx, my = (x2 - x1) / 4, (y2 - y1) / 4
     left, top = min(max(0, int(x1 - mx)), w - 1), min(max(0, int(y1 - my)), h - 1)
     return left, top, max(min(w, int(np.ceil(x2 + mx))), left + 1), max(
         min(h, int(np.ceil(y2 + my))), top + 1)
